@@ -1,0 +1,327 @@
+"""CLIPSeg loading and batched inference.
+
+The model is loaded once (:func:`load_clipseg`), each prompt's text embedding is
+computed once and cached (:meth:`ClipSeg.text_embeddings`), frames are
+preprocessed on the model's device and run under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelLoadError, ParameterError, SourceNotFoundError
+from .resize import pil_resize_bilinear
+
+__all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "resolve_device", "resolve_dtype", "Preprocess"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
+Preprocess = Literal["pil", "imagenet_float"]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; validates ``cuda:N``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError("device", device, "'cpu' or 'auto' (no CUDA device is available on this machine)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError("device", device, f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` -> float16 on CUDA, float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ParameterError("dtype", dtype, "one of 'auto', 'float32', 'float16', 'bfloat16'")
+    return _DTYPES[dtype]
+
+
+
+def load_clipseg(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    local_files_only: bool | None = None,
+) -> "ClipSeg":
+    """Load CLIPSeg weights, tokenizer and preprocessing settings once.
+
+    Args:
+        model: a Hugging Face model id (default ``CIDAS/clipseg-rd64-refined``)
+            or a local directory holding ``config.json``, ``model.safetensors``,
+            the tokenizer files and ``preprocessor_config.json``.
+        revision: branch, tag or commit of a hub model (pin it for reproducibility).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        dtype: ``auto`` (float16 on CUDA, float32 on CPU) | ``float32`` | ``float16`` | ``bfloat16``.
+        local_files_only: never touch the network (default: only when
+            ``HF_HUB_OFFLINE`` is set or ``model`` is a local directory).
+
+    Raises:
+        SourceNotFoundError: ``model`` is a path that does not exist.
+        ModelLoadError: the weights cannot be fetched or are not safetensors.
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPSegForImageSegmentation
+    from transformers.utils import logging as hf_logging
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    name = os.fspath(model)
+    local = Path(name).expanduser()
+    is_local = local.is_dir()
+    if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
+        raise SourceNotFoundError(f"--model {name!r}: no such model directory")
+    if is_local:
+        name = str(local)
+        if not any(local.glob("*.safetensors")):
+            pickles = [p.name for p in local.glob("*.bin")] + [p.name for p in local.glob("*.pt*")]
+            detail = f" (it holds {', '.join(pickles)}, pickle checkpoints that can run code when loaded)" if pickles else ""
+            raise ModelLoadError(
+                f"--model {name!r} has no .safetensors weights{detail}; streammask loads safetensors only: "
+                "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True)."
+            )
+    offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    kwargs = dict(revision=revision, local_files_only=offline)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        net = CLIPSegForImageSegmentation.from_pretrained(name, use_safetensors=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        if "safetensors" in text and "pytorch_model.bin" in text:
+            raise ModelLoadError(
+                f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; streammask loads "
+                "safetensors only: pass --revision of a commit that has model.safetensors, or a local converted copy."
+            ) from None
+        if is_local:
+            raise ModelLoadError(f"--model {name!r} is not a complete CLIPSeg directory: {text.splitlines()[0]}") from None
+        raise ModelLoadError(
+            f"Cannot download the CLIPSeg weights {name!r} (no network access to the Hugging Face hub and no cached "
+            "copy): download them once where there is network (e.g. `huggingface-cli download "
+            f"{name}`) or pass --model PATH pointing at a local copy."
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    net = net.to(device=dev, dtype=dt).eval()
+    return ClipSeg(net, tokenizer, processor, device=dev, dtype=dt, name=name)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float
+    resample: int
+
+
+def _image_config(processor) -> ImageConfig:
+    size = getattr(processor, "size", None) or {"height": 352, "width": 352}
+    if isinstance(size, (int, float)):
+        h = w = int(size)
+    else:
+        get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+        h = get("height") or get("shortest_edge")
+        w = get("width") or get("shortest_edge") or h
+    if h != w:
+        raise ModelLoadError(f"CLIPSeg needs a square input, but the processor config asks for {h}x{w}")
+    return ImageConfig(
+        size=int(h),
+        mean=tuple(float(v) for v in processor.image_mean),
+        std=tuple(float(v) for v in processor.image_std),
+        rescale=float(getattr(processor, "rescale_factor", 1 / 255) or 1 / 255),
+        resample=int(getattr(processor, "resample", 2) or 2),
+    )
+
+
+class ClipSeg:
+    """A loaded CLIPSeg model: prompt embeddings cached, frames in, logits out.
+
+    Build one with :func:`load_clipseg`. Thread-safe for one inference thread.
+    """
+
+    def __init__(self, model, tokenizer, processor, *, device: torch.device, dtype: torch.dtype, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.device = device
+        self.dtype = dtype
+        self.name = name
+        self.image = _image_config(processor)
+        self.text_encode_calls = 0  # how many prompts were run through the text encoder
+        self._embeddings: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self._split = None  # whether the vision-once / decoder-per-prompt fast path is usable
+
+    @property
+    def size(self) -> int:
+        """Side of the model's square input (352 for CLIPSeg)."""
+        return self.image.size
+
+    def __repr__(self) -> str:
+        return f"ClipSeg(name={self.name!r}, device={self.device}, dtype={self.dtype}, size={self.size})"
+
+    # -- prompts -------------------------------------------------------------
+    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(P, D)`` conditional embeddings, each prompt encoded once per model."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
+        if missing:
+            with self._lock, torch.inference_mode():
+                tok = self.tokenizer(missing, padding=True, return_tensors="pt")
+                ids = tok["input_ids"].to(self.device)
+                mask = tok["attention_mask"].to(self.device)
+                emb = self.model.get_conditional_embeddings(batch_size=len(missing), input_ids=ids, attention_mask=mask)
+                self.text_encode_calls += len(missing)
+                for p, e in zip(missing, emb):
+                    self._embeddings[p] = e.clone()
+        return torch.stack([self._embeddings[p] for p in prompts])
+
+    # -- pixels --------------------------------------------------------------
+    def preprocess(self, frames: torch.Tensor, *, mode: Preprocess = "pil", size: int | None = None) -> torch.Tensor:
+        """Frames to model input.
+
+        Args:
+            frames: ``(B, 3, H, W)`` uint8 RGB on any device.
+            mode: ``pil`` resizes the uint8 frames exactly as ``CLIPSegProcessor``'s
+                PIL path (antialiased bilinear) and normalises with the processor's
+                mean/std; ``imagenet_float`` follows the masquerade node: float
+                frames normalised with ImageNet statistics, then resized with
+                antialiased bilinear interpolation.
+            size: square side (default: the processor's, 352).
+
+        Returns:
+            ``(B, 3, S, S)`` pixel values in the model's dtype on its device.
+        """
+        size = size or self.size
+        if mode == "pil":
+            if frames.device.type == "cpu":
+                small = _pil_resize_cpu(frames, size)
+            else:
+                small = pil_resize_bilinear(frames, (size, size))
+            x = small.to(self.device).float() * self.image.rescale
+            mean = torch.tensor(self.image.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.image.std, device=self.device).view(1, 3, 1, 1)
+            return ((x - mean) / std).to(self.dtype)
+        if mode == "imagenet_float":
+            x = frames.to(self.device).float() / 255.0
+            mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+            if x.shape[-2:] != (size, size):
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            return x.to(self.dtype)
+        raise ParameterError("preprocess", mode, "'pil' or 'imagenet_float'")
+
+    # -- inference -----------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, pixel_values: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Run the model.
+
+        Args:
+            pixel_values: ``(B, 3, S, S)`` from :meth:`preprocess`.
+            prompts: ``P`` prompt texts.
+
+        Returns:
+            ``(B, P, S, S)`` float32 logits.
+        """
+        emb = self.text_embeddings(prompts).to(self.dtype)
+        b, p = pixel_values.shape[0], emb.shape[0]
+        if self._split is None:
+            self._split = self._check_split(pixel_values[:1], emb[:1])
+        if self._split and p > 1:
+            out = self._split_forward(pixel_values, emb)
+        else:
+            pv = pixel_values.repeat_interleave(p, dim=0) if p > 1 else pixel_values
+            ce = emb.repeat(b, 1)
+            out = self._forward(pv, ce)
+        return out.float().reshape(b, p, *out.shape[-2:])
+
+    def _forward(self, pixel_values: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        size = pixel_values.shape[-1]
+        kwargs = {"interpolate_pos_encoding": True} if size != self.model.config.vision_config.image_size else {}
+        logits = self.model(pixel_values=pixel_values, conditional_embeddings=cond, **kwargs).logits
+        if logits.dim() == 2:  # transformers < 4.39 squeezes a batch of one
+            logits = logits.unsqueeze(0)
+        return logits
+
+    def _activations(self, pixel_values: torch.Tensor):
+        size = pixel_values.shape[-1]
+        kwargs = {"interpolate_pos_encoding": True} if size != self.model.config.vision_config.image_size else {}
+        out = self.model.clip.vision_model(pixel_values=pixel_values, output_hidden_states=True, **kwargs)
+        hidden = out.hidden_states
+        return [hidden[i + 1] for i in self.model.extract_layers]
+
+    def _split_forward(self, pixel_values: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Vision encoder once per frame, decoder once per (frame, prompt)."""
+        b, p = pixel_values.shape[0], emb.shape[0]
+        acts = [a.repeat_interleave(p, dim=0) for a in self._activations(pixel_values)]
+        out = self.model.decoder(acts, emb.repeat(b, 1))
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        if logits.dim() == 2:
+            logits = logits.unsqueeze(0)
+        return logits
+
+    def _check_split(self, pv: torch.Tensor, emb: torch.Tensor) -> bool:
+        try:
+            a = self._split_forward(pv, emb).float()
+            b = self._forward(pv, emb).float()
+        except Exception as exc:  # internal layout of this transformers version differs
+            log.debug("vision-once fast path unavailable: %s", exc)
+            return False
+        return a.shape == b.shape and bool(torch.allclose(a, b, atol=1e-3, rtol=1e-3))
+
+
+def _pil_resize_cpu(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Pillow itself on the CPU: exact, and faster there than the tensor emulation."""
+    from PIL import Image
+
+    arr = frames.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty((arr.shape[0], size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(arr):
+        out[i] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def _segment(self: ClipSeg, frames: torch.Tensor, prompts: Sequence[str], *, preprocess: Preprocess = "pil",
+             size: int | None = None) -> torch.Tensor:
+    """The :class:`~streammask.pipeline.Segmenter` interface: uint8 ``(B, 3, H, W)`` frames to
+    ``(B, P, S, S)`` float32 logits."""
+    return self.logits(self.preprocess(frames, mode=preprocess, size=size), prompts)
+
+
+ClipSeg.segment = _segment

@@ -1,0 +1,276 @@
+"""Mask operations: pure tensor functions on ``(B, C, H, W)`` float tensors.
+
+Every function runs on the tensor's device (CPU or CUDA) and keeps it there.
+The filters reproduce the semantics of the libraries the seed nodes used
+(scipy ``gaussian_filter``, OpenCV ``dilate``, torchvision ``gaussian_blur``,
+scipy ``grey_dilation``) so that the variants can be faithful to them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "check_bchw",
+    "gaussian_blur_scipy",
+    "gaussian_blur_torchvision",
+    "box_dilate",
+    "cross_dilate",
+    "threshold_keep",
+    "minmax_normalize",
+    "apply_colormap",
+    "blend",
+    "to_uint8",
+    "resize",
+    "colormap_lut",
+    "COLORMAPS",
+]
+
+COLORMAPS = ("viridis", "greys_r", "turbo", "inferno", "magma", "jet")
+
+
+def check_bchw(x: torch.Tensor, name: str = "input") -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``x`` is a ``(B, C, H, W)`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(x.shape)}")
+
+
+def _reflect_index(n: int, radius: int, device) -> torch.Tensor:
+    """Indices of a signal of length ``n`` padded by ``radius`` with scipy's
+    ``reflect`` mode (``d c b a | a b c d | d c b a``), repeating as needed."""
+    idx = torch.arange(-radius, n + radius, device=device)
+    period = 2 * n
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - 1 - idx, idx)
+
+
+def gaussian_blur_scipy(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    r"""Gaussian blur with ``scipy.ndimage.gaussian_filter`` semantics.
+
+    Separable kernel of radius ``int(truncate * sigma + 0.5)``, weights
+    ``exp(-x^2 / (2 sigma^2))`` normalised to sum 1, border mode ``reflect``
+    (the edge pixel is repeated: ``c b a | a b c``). ``sigma == 0`` returns the
+    input unchanged.
+
+    Args:
+        x: ``(B, C, H, W)`` float tensor.
+        sigma: standard deviation in pixels, ``>= 0``.
+        truncate: kernel radius in standard deviations.
+
+    Returns:
+        ``(B, C, H, W)`` tensor, same dtype and device.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[..., 4, 4] = 1
+        >>> gaussian_blur_scipy(x, 1.0).sum().item()  # doctest: +ELLIPSIS
+        1.0...
+    """
+    check_bchw(x)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return x
+    radius = int(truncate * float(sigma) + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    k = torch.exp(-0.5 / (float(sigma) ** 2) * t * t)
+    k = (k / k.sum()).to(x.dtype)
+    b, c, h, w = x.shape
+    y = x.reshape(b * c, 1, h, w)
+    y = y.index_select(2, _reflect_index(h, radius, x.device))
+    y = F.conv2d(y, k.view(1, 1, -1, 1))
+    y = y.index_select(3, _reflect_index(w, radius, x.device))
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    return y.reshape(b, c, h, w)
+
+
+def gaussian_kernel_size_sigma(kernel_size: int) -> float:
+    """torchvision's default sigma for a kernel size: ``0.3 * ((k - 1) / 2 - 1) + 0.8``."""
+    return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_blur_torchvision(x: torch.Tensor, kernel_size: int, sigma: float | None = None) -> torch.Tensor:
+    r"""Gaussian blur with ``torchvision.transforms.functional.gaussian_blur`` semantics.
+
+    Kernel of ``kernel_size`` taps on ``linspace(-(k-1)/2, (k-1)/2)``, sigma
+    defaulting to ``0.3 * ((k - 1) / 2 - 1) + 0.8``, border ``reflect`` without
+    repeating the edge pixel (``c b | a b c``), computed in float32.
+
+    Args:
+        x: ``(B, C, H, W)`` float tensor.
+        kernel_size: odd, positive.
+        sigma: standard deviation (default: torchvision's from the size).
+
+    Returns:
+        ``(B, C, H, W)`` float tensor.
+    """
+    check_bchw(x)
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    sigma = gaussian_kernel_size_sigma(kernel_size) if sigma is None else sigma
+    half = (kernel_size - 1) * 0.5
+    t = torch.linspace(-half, half, steps=kernel_size, dtype=torch.float32, device=x.device)
+    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
+    k1 = pdf / pdf.sum()
+    k2 = torch.mm(k1[:, None], k1[None, :])
+    b, c, h, w = x.shape
+    r = kernel_size // 2
+    y = x.float().reshape(b * c, 1, h, w)
+    if r >= h or r >= w:
+        # torch's reflect pad needs pad < size; reflect repeatedly as torchvision would fail to
+        y = y.index_select(2, _torch_reflect_index(h, r, x.device)).index_select(3, _torch_reflect_index(w, r, x.device))
+    else:
+        y = F.pad(y, [r, r, r, r], mode="reflect")
+    y = F.conv2d(y, k2.view(1, 1, kernel_size, kernel_size))
+    return y.reshape(b, c, h, w)
+
+
+def _torch_reflect_index(n: int, radius: int, device) -> torch.Tensor:
+    if n == 1:
+        return torch.zeros(n + 2 * radius, dtype=torch.long, device=device)
+    idx = torch.arange(-radius, n + radius, device=device)
+    period = 2 * (n - 1)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def box_dilate(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    r"""Grey dilation with a square ``kernel_size`` x ``kernel_size`` window.
+
+    Same as ``cv2.dilate(x, np.ones((k, k)))`` (pixels outside the image are
+    ignored). ``kernel_size == 1`` returns the input.
+
+    Args:
+        x: ``(B, C, H, W)`` float tensor.
+        kernel_size: odd, positive.
+
+    Returns:
+        ``(B, C, H, W)`` tensor.
+    """
+    check_bchw(x)
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    if kernel_size == 1:
+        return x
+    return F.max_pool2d(x, kernel_size, stride=1, padding=kernel_size // 2)
+
+
+def cross_dilate(x: torch.Tensor, iterations: int) -> torch.Tensor:
+    r"""Repeated grey dilation (``iterations > 0``) or erosion (``< 0``) with a
+    3x3 cross (tapered corners), as ``scipy.ndimage.grey_dilation`` /
+    ``grey_erosion`` with that footprint and ``mode="reflect"``.
+
+    ``|iterations|`` passes grow or shrink the mask by a diamond of that radius.
+
+    Args:
+        x: ``(B, C, H, W)`` float tensor.
+        iterations: signed number of passes.
+
+    Returns:
+        ``(B, C, H, W)`` tensor.
+    """
+    check_bchw(x)
+    if iterations == 0:
+        return x
+    sign = 1.0 if iterations > 0 else -1.0
+    y = x * sign
+    for _ in range(abs(int(iterations))):
+        p = F.pad(y, [1, 1, 1, 1], mode="replicate")
+        y = torch.stack(
+            [p[..., 1:-1, 1:-1], p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]]
+        ).amax(dim=0)
+    return y * sign
+
+
+def threshold_keep(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Keep values ``> threshold``, zero the rest (a soft cut, not a binarisation)."""
+    return torch.where(x > threshold, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def minmax_normalize(x: torch.Tensor, *, nan_to_zero: bool = True) -> torch.Tensor:
+    r"""Rescale each ``(C, H, W)`` item to ``[0, 1]`` by its own min and max.
+
+    An item whose max equals its min would divide by zero (the mixlab seed then
+    produces NaN); with ``nan_to_zero`` such an item becomes all zero.
+
+    Args:
+        x: ``(B, C, H, W)`` tensor.
+
+    Returns:
+        ``(B, C, H, W)`` tensor in ``[0, 1]``.
+    """
+    check_bchw(x)
+    flat = x.flatten(1)
+    lo = flat.amin(dim=1).view(-1, 1, 1, 1)
+    hi = flat.amax(dim=1).view(-1, 1, 1, 1)
+    y = (x - lo) / (hi - lo)
+    if nan_to_zero:
+        y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    return y
+
+
+_LUT_CACHE: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def colormap_lut(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(256, 3)`` uint8 colour table equal to matplotlib's ``(cmap(i / 255)[:3] * 255).astype(uint8)``."""
+    key = (name, str(device))
+    if key not in _LUT_CACHE:
+        import numpy as np
+        from importlib.resources import files
+
+        if name not in COLORMAPS:
+            raise ValueError(f"colormap {name!r} is not one of {COLORMAPS}")
+        with files("streammask").joinpath("colormaps.npz").open("rb") as fh:
+            table = np.load(fh)[name]
+        _LUT_CACHE[key] = torch.from_numpy(table).to(device)
+    return _LUT_CACHE[key]
+
+
+def apply_colormap(x: torch.Tensor, name: str = "viridis") -> torch.Tensor:
+    r"""Map values in ``[0, 1]`` through a matplotlib colormap.
+
+    Index ``floor(x * 256)`` clamped to ``[0, 255]`` (matplotlib's rule for float
+    input, computed in float32 as it does), NaN mapped to black as matplotlib's
+    "bad" colour is.
+
+    Args:
+        x: ``(B, 1, H, W)`` float tensor.
+        name: one of :data:`COLORMAPS`.
+
+    Returns:
+        ``(B, 3, H, W)`` uint8 tensor.
+    """
+    check_bchw(x)
+    lut = colormap_lut(name, x.device)
+    xf = x[:, 0].float()
+    nan = torch.isnan(xf)
+    idx = torch.nan_to_num(xf * 256.0, nan=0.0).floor().clamp_(0, 255).long()
+    rgb = lut[idx]  # (B, H, W, 3)
+    rgb = torch.where(nan[..., None], torch.zeros((), dtype=torch.uint8, device=x.device), rgb)
+    return rgb.permute(0, 3, 1, 2).contiguous()
+
+
+def to_uint8(x: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
+    """``round(x * scale)`` clamped to ``[0, 255]`` as uint8 (never truncation)."""
+    return (x.float() * scale).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def blend(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``round((1 - alpha) * a + alpha * b)`` on uint8 images, as ``cv2.addWeighted``."""
+    return to_uint8(a.float() * (1.0 - alpha) + b.float() * alpha, 1.0)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` to ``size = (H, W)``; ``bilinear``/``bicubic`` use
+    ``align_corners=False`` without antialiasing (OpenCV ``INTER_LINEAR`` / torch defaults)."""
+    check_bchw(x)
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)

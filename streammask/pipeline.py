@@ -1,0 +1,323 @@
+"""The streaming pipeline: decode -> segment -> variants -> outputs.
+
+* :class:`MaskPipeline` works batch by batch on frames a caller brings.
+* :func:`process_video` streams a file through it: a decode thread, inference
+  on the caller's thread, one encoder thread per output file, all connected by
+  bounded queues, with a progress bar and a :class:`RunSummary` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from . import ops
+from .errors import ParameterError
+from .model import DEFAULT_MODEL, ClipSeg, load_clipseg
+from .params import Param, ParamSet
+from .stages import SinkThread, StageTimer, prefetch
+from .variants import VARIANTS, VariantOutput, get_variant
+from .video import FrameBatch, probe, read_batches
+from .writers import FORMATS, make_writer
+
+__all__ = ["Segmenter", "MaskPipeline", "RunSummary", "process_video", "RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants"]
+
+OUTPUT_KINDS = ("mask", "heatmap", "matte")
+
+RUN_PARAMS = ParamSet((
+    Param("prompt", "str", "", "text prompt; several prompts separated by '|' (e.g. 'sky|trees')"),
+    Param("variants", "list", ("soft",), "post-processing variants to run in one pass", choices=tuple(VARIANTS)),
+    Param("outputs", "list", OUTPUT_KINDS, "outputs to write per variant", choices=OUTPUT_KINDS),
+    Param("model", "str", DEFAULT_MODEL, "Hugging Face model id or local directory of CLIPSeg weights (safetensors)"),
+    Param("revision", "str", None, "model revision (branch, tag or commit) to pin", nullable=True),
+    Param("device", "str", "auto", "auto | cpu | cuda | cuda:N"),
+    Param("dtype", "choice", "auto", "model precision (auto: float16 on CUDA, float32 on CPU)",
+          choices=("auto", "float32", "float16", "bfloat16")),
+    Param("batch_size", "int", 8, "frames per model batch", min=1, max=1024),
+    Param("mask_format", "choice", "mp4", "mask file format", choices=tuple(FORMATS["mask"])),
+    Param("heatmap_format", "choice", "mp4", "heatmap file format", choices=tuple(FORMATS["heatmap"])),
+    Param("matte_format", "choice", "prores", "matte file format", choices=tuple(FORMATS["matte"])),
+    Param("heatmap_alpha", "float", 0.5, "opacity of the colormap over the frame (variants without their own heatmap)",
+          min=0.0, max=1.0),
+    Param("colormap", "choice", "jet", "colormap of the heatmap (variants without their own heatmap)",
+          choices=ops.COLORMAPS),
+    Param("max_frames", "int", None, "stop after this many frames", min=1, nullable=True),
+    Param("queue_size", "int", 4, "batches buffered between stages", min=1, max=64),
+    Param("progress", "bool", True, "show a progress bar on stderr"),
+))
+
+
+class Segmenter(Protocol):
+    """Anything that turns frames into logits: :class:`~streammask.model.ClipSeg`, or a test oracle."""
+
+    device: torch.device
+    size: int
+
+    def segment(self, frames: torch.Tensor, prompts: Sequence[str], *, preprocess: str = "pil",
+                size: int | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 frames -> ``(B, P, S, S)`` float32 logits."""
+        ...
+
+
+def normalize_variants(variants: Any) -> dict[str, dict[str, Any]]:
+    """``"mixlab"`` / ``["soft", "mixlab"]`` / ``{"mixlab": {"blur": 2}}`` -> validated ``{name: params}``."""
+    if isinstance(variants, str):
+        variants = [v for v in variants.split(",") if v.strip()]
+    if isinstance(variants, Mapping):
+        items = list(variants.items())
+    else:
+        items = [(v, {}) for v in variants]
+    if not items:
+        raise ParameterError("variants", variants, "at least one of " + ", ".join(VARIANTS))
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in items:
+        name = name.strip()
+        out[name] = get_variant(name).validate(params or {})
+    return out
+
+
+@dataclass
+class RunSummary:
+    """What :func:`process_video` did."""
+
+    source: str
+    frames: int
+    seconds: float
+    outputs: dict[str, Path]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    text_encodes: int | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def describe(self) -> str:
+        lines = [f"{self.frames} frames in {self.seconds:.2f} s ({self.fps:.2f} frames/s end to end)"]
+        for stage, sec in sorted(self.stage_seconds.items()):
+            rate = self.frames / sec if sec > 0 else float("inf")
+            lines.append(f"  {stage:<28} {sec:8.2f} s busy  ({rate:9.1f} frames/s)")
+        for key, path in self.outputs.items():
+            lines.append(f"  wrote {key:<22} {path}")
+        return "\n".join(lines)
+
+
+class MaskPipeline:
+    """Frames in, variant outputs out, batch by batch, on the segmenter's device.
+
+    Args:
+        segmenter: a loaded :class:`~streammask.model.ClipSeg` (or any :class:`Segmenter`).
+        prompt: the prompt text.
+        variants: variant names, or ``{name: params}``.
+        heatmap_alpha: opacity of the default heatmap overlay.
+        colormap: colormap of the default heatmap overlay.
+
+    Example:
+        >>> pipe = MaskPipeline(load_clipseg("path/to/clipseg"), prompt="person")  # doctest: +SKIP
+        >>> out = pipe.process(frames_uint8_bhwc)  # doctest: +SKIP
+        >>> out["soft"].mask.shape  # (B, 1, H, W)  # doctest: +SKIP
+    """
+
+    def __init__(self, segmenter: Segmenter, *, prompt: str, variants: Any = ("soft",), heatmap_alpha: float = 0.5,
+                 colormap: str = "jet") -> None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
+        self.segmenter = segmenter
+        self.prompt = prompt
+        self.variants = normalize_variants(variants)
+        self.heatmap_alpha = RUN_PARAMS["heatmap_alpha"].validate(heatmap_alpha)
+        self.colormap = RUN_PARAMS["colormap"].validate(colormap)
+
+    @property
+    def device(self) -> torch.device:
+        return self.segmenter.device
+
+    def to_device(self, frames: Any) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 numpy/tensor -> ``(B, 3, H, W)`` uint8 tensor on the device."""
+        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
+            raise ValueError(f"frames must be (B, H, W, 3) uint8, got {t.dtype} {tuple(t.shape)}")
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        return t.permute(0, 3, 1, 2).contiguous()
+
+    @torch.inference_mode()
+    def process(self, frames: Any) -> dict[str, VariantOutput]:
+        """Run every variant on a batch.
+
+        Args:
+            frames: ``(B, H, W, 3)`` uint8 RGB frames (numpy or torch, any device).
+
+        Returns:
+            ``{variant: VariantOutput}`` with tensors on the device.
+        """
+        x = frames if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3 else self.to_device(frames)
+        hw = tuple(x.shape[-2:])
+        # one model call per (preprocess, size): the union of every variant's prompts
+        groups: dict[tuple[str, int], list[str]] = {}
+        needs = {}
+        for name, params in self.variants.items():
+            v = get_variant(name)
+            key = (v.preprocess, v.model_size(params, hw, self.segmenter.size))
+            prompts = v.prompts(self.prompt, params)
+            needs[name] = (key, prompts)
+            groups.setdefault(key, [])
+            for p in prompts:
+                if p not in groups[key]:
+                    groups[key].append(p)
+        logits = {key: self.segmenter.segment(x, prompts, preprocess=key[0], size=key[1]) for key, prompts in groups.items()}
+        out = {}
+        for name, params in self.variants.items():
+            key, prompts = needs[name]
+            idx = [groups[key].index(p) for p in prompts]
+            out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params)
+        return out
+
+    def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+        """Turn a variant's output into uint8 host images per output kind.
+
+        Args:
+            frames: ``(B, 3, H, W)`` uint8 on the device.
+            result: the variant's output.
+            kinds: subset of ``mask``, ``heatmap``, ``matte``.
+
+        Returns:
+            ``{kind: (B, H, W, C) uint8 numpy}`` with C = 1, 3, 4.
+        """
+        mask8 = ops.to_uint8(result.mask.clamp(0, 1))
+        out: dict[str, torch.Tensor] = {}
+        if "mask" in kinds:
+            out["mask"] = mask8
+        if "heatmap" in kinds:
+            heat = result.heatmap
+            if heat is None:
+                colour = ops.apply_colormap(result.mask.clamp(0, 1), self.colormap)
+                heat = ops.blend(frames, colour, self.heatmap_alpha)
+            out["heatmap"] = heat
+        if "matte" in kinds:
+            out["matte"] = torch.cat([frames, mask8], dim=1)
+        return {k: v.permute(0, 2, 3, 1).contiguous().cpu().numpy() for k, v in out.items()}
+
+
+def _progress(total: int | None, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.25, smoothing=0.1)
+
+
+def process_video(
+    source: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    prompt: str,
+    variants: Any = ("soft",),
+    outputs: Sequence[str] | str = OUTPUT_KINDS,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 8,
+    mask_format: str = "mp4",
+    heatmap_format: str = "mp4",
+    matte_format: str = "prores",
+    heatmap_alpha: float = 0.5,
+    colormap: str = "jet",
+    max_frames: int | None = None,
+    queue_size: int = 4,
+    progress: bool = True,
+    segmenter: Segmenter | None = None,
+) -> RunSummary:
+    """Mask a whole video with a text prompt, streaming, in bounded memory.
+
+    One decode and one model call per batch feed every requested variant's
+    outputs. Each output is written under a temporary name and renamed when
+    complete; on any error every partial file is removed and the original
+    exception reaches the caller.
+
+    Args:
+        source: input video file.
+        out_dir: output folder (created); files are named ``{stem}.{variant}.{kind}.{ext}``.
+        prompt: text prompt, ``|`` separates several.
+        variants: variant names or ``{name: params}`` (see :data:`~streammask.variants.VARIANTS`).
+        outputs: any of ``mask``, ``heatmap``, ``matte``.
+        model, revision, device, dtype: see :func:`~streammask.model.load_clipseg`.
+        segmenter: an already loaded model (or a test oracle); ``model`` is then ignored.
+        Others: see ``streammask run --help`` (each keyword is a CLI flag and a pipeline-file key).
+
+    Returns:
+        A :class:`RunSummary`.
+    """
+    settings = RUN_PARAMS.validate(dict(
+        prompt=prompt, variants=tuple(variants) if not isinstance(variants, (str, Mapping)) else ("soft",),
+        outputs=outputs, model=os.fspath(model), revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+        mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
+        heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
+    ))
+    variant_params = normalize_variants(variants)
+    info = probe(source)
+    t_start = time.perf_counter()
+    timer = StageTimer()
+    if segmenter is None:
+        t0 = time.perf_counter()
+        segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype)
+        timer.add("load model", time.perf_counter() - t0)
+    pipe = MaskPipeline(segmenter, prompt=prompt, variants=variant_params, heatmap_alpha=heatmap_alpha, colormap=colormap)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(source).stem
+    kinds = settings["outputs"]
+    fmt_for = {"mask": settings["mask_format"], "heatmap": settings["heatmap_format"], "matte": settings["matte_format"]}
+    writers: dict[tuple[str, str], Any] = {}
+    sinks: dict[tuple[str, str], SinkThread] = {}
+    stop = threading.Event()
+    total = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
+    bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
+    frames_done = 0
+    try:
+        for name in variant_params:
+            for kind in kinds:
+                w = make_writer(kind, fmt_for[kind], out / f"{stem}.{name}.{kind}", width=info.width, height=info.height,
+                                rate=info.frame_rate, time_base=info.time_base)
+                writers[(name, kind)] = w
+                sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=settings["queue_size"],
+                                                 name=f"encode {name}.{kind}", timer=timer)
+        batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames),
+                           maxsize=settings["queue_size"], name="decode", timer=timer, stop=stop)
+        for batch in batches:
+            t0 = time.perf_counter()
+            x = pipe.to_device(batch.frames)
+            results = pipe.process(x)
+            rendered = {name: pipe.render(x, res, kinds) for name, res in results.items()}
+            timer.add("segment + post-process", time.perf_counter() - t0)
+            for name, per_kind in rendered.items():
+                for kind, arr in per_kind.items():
+                    sinks[(name, kind)].put((arr, batch.pts))
+            frames_done += len(batch)
+            bar.update(len(batch))
+        for key, sink in sinks.items():
+            sink.close()
+        paths = {f"{n}.{k}": w.close() for (n, k), w in writers.items()}
+    except BaseException:
+        stop.set()
+        for sink in sinks.values():
+            sink.abort()
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        bar.close()
+    summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start, outputs=paths,
+                         stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None))
+    return summary

@@ -1,0 +1,93 @@
+"""Resampling that matches the libraries the seed nodes used, on any device.
+
+:func:`pil_resize_bilinear` reproduces Pillow's ``Image.resize(..., BILINEAR)``
+on ``uint8`` images bit for bit (Pillow's fixed-point, antialiased two-pass
+algorithm from ``libImaging/Resample.c``), so frames reach the model exactly as
+``CLIPSegProcessor``'s PIL path would send them, but batched and on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+__all__ = ["pil_resize_bilinear", "pil_bilinear_weights"]
+
+_PRECISION_BITS = 32 - 8 - 2
+
+
+@lru_cache(maxsize=64)
+def pil_bilinear_weights(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's fixed-point bilinear coefficients for one axis.
+
+    Returns:
+        ``(index, weight)``, both ``(out_size, ksize)`` int64: output pixel ``i``
+        is ``sum_k in[index[i, k]] * weight[i, k]`` in units of ``2**22``.
+    """
+    support = 1.0
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = support * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    index = torch.zeros(out_size, ksize, dtype=torch.int64)
+    weight = torch.zeros(out_size, ksize, dtype=torch.int64)
+    ss = 1.0 / filterscale
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        ws = []
+        for x in range(xmax):
+            t = abs((x + xmin - center + 0.5) * ss)
+            ws.append(1.0 - t if t < 1.0 else 0.0)
+        total = sum(ws)
+        for x, w in enumerate(ws):
+            if total != 0.0:
+                w = w / total
+            q = w * (1 << _PRECISION_BITS)
+            weight[xx, x] = int(q - 0.5) if w < 0 else int(q + 0.5)
+            index[xx, x] = x + xmin
+        for x in range(xmax, ksize):
+            index[xx, x] = xmin  # weight 0
+    return index, weight
+
+
+def _pass(images: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
+    in_size = images.shape[dim]
+    index, weight = pil_bilinear_weights(in_size, out_size)
+    index = index.to(images.device)
+    weight = weight.to(images.device)
+    src = images.to(torch.int64)
+    shape = [1] * images.dim()
+    shape[dim] = out_size
+    acc = None
+    for k in range(index.shape[1]):
+        term = src.index_select(dim, index[:, k]) * weight[:, k].view(shape)
+        acc = term if acc is None else acc + term
+    acc = acc + (1 << (_PRECISION_BITS - 1))
+    return (acc >> _PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
+
+
+def pil_resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``uint8`` images exactly as Pillow's bilinear ``Image.resize`` does.
+
+    Args:
+        images: ``(B, C, H, W)`` uint8 tensor on any device.
+        size: ``(height, width)`` of the output.
+
+    Returns:
+        ``(B, C, height, width)`` uint8 tensor, identical to resizing each image
+        with ``PIL.Image.resize((width, height), Image.BILINEAR)``.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"images must be a (B, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+    out_h, out_w = size
+    x = images
+    # Pillow resamples horizontally first (into a uint8 image), then vertically.
+    if out_w != x.shape[3]:
+        x = _pass(x, out_w, 3)
+    if out_h != x.shape[2]:
+        x = _pass(x, out_h, 2)
+    return x

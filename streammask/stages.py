@@ -1,0 +1,170 @@
+"""Threads and bounded queues around generators, added from outside.
+
+:func:`prefetch` runs an iterator in a producer thread; :class:`SinkThread`
+runs a consumer function in its own thread. Both use bounded queues (memory
+stays bounded), forward a worker's exception to the caller with its original
+type and message, and stop the other side through a shared event.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
+
+__all__ = ["prefetch", "SinkThread", "StageTimer"]
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class StageTimer:
+    """Seconds spent per named stage (thread-safe accumulation)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(iterable: Iterable[T], *, maxsize: int = 2, name: str = "producer", timer: StageTimer | None = None,
+             stop: threading.Event | None = None) -> Iterator[T]:
+    """Iterate ``iterable`` in a background thread, at most ``maxsize`` items ahead.
+
+    An exception raised by the producer is re-raised here, in the consumer. If the
+    consumer stops early (``break``, exception, ``close()``), the producer is told to
+    stop and is joined.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+    stop = stop or threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        it = iter(iterable)
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                if timer is not None:
+                    timer.add(name, time.perf_counter() - t0)
+                if not put(item):
+                    break
+            put(_DONE)
+        except BaseException as exc:  # forwarded to the consumer
+            put(_Failure(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+    thread = threading.Thread(target=run, name=f"streammask-{name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                if not thread.is_alive() and q.empty():
+                    raise RuntimeError(f"{name} thread ended without a result")
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+
+
+class SinkThread:
+    """Feed items to ``fn`` in a worker thread through a bounded queue.
+
+    ``put`` blocks while the queue is full and re-raises the worker's exception
+    as soon as one happened; ``close`` waits for the queue to drain, then raises
+    the worker's exception if any.
+    """
+
+    def __init__(self, fn: Callable[[object], None], *, maxsize: int = 4, name: str = "sink",
+                 timer: StageTimer | None = None) -> None:
+        self._fn = fn
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._name = name
+        self._timer = timer
+        self._thread = threading.Thread(target=self._run, name=f"streammask-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _DONE:
+                return
+            if self._error is not None or self._stop.is_set():
+                continue  # drain without work after a failure / abort
+            t0 = time.perf_counter()
+            try:
+                self._fn(item)
+            except BaseException as exc:
+                self._error = exc
+            if self._timer is not None:
+                self._timer.add(self._name, time.perf_counter() - t0)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item) -> None:
+        while True:
+            self._raise()
+            try:
+                self._q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait until every item is processed; re-raise the worker's error."""
+        self._q.put(_DONE)
+        self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Drop pending items and stop the worker."""
+        self._stop.set()
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._q.put(_DONE)
+        self._thread.join(timeout=10)

@@ -1,0 +1,225 @@
+"""Variants: the post-processing semantics of a mask, declared once.
+
+A variant turns model logits into a soft mask at the frame's size (plus, for
+some, its own heatmap). Each declares its parameters (:class:`~streammask.params.Param`)
+which generate CLI flags (``--mixlab-blur``), pipeline-file keys
+(``[variants.mixlab] blur = ...``) and ComfyUI inputs.
+
+``soft`` is streammask's own default; ``mixlab``, ``essentials`` and
+``masquerade`` reproduce three ComfyUI nodes (see the README's table of
+deviations).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from . import ops
+from .errors import ParameterError
+from .params import Param, ParamSet
+
+__all__ = ["Variant", "VariantOutput", "VARIANTS", "get_variant", "split_prompts"]
+
+
+def split_prompts(text: str) -> list[str]:
+    """``"sky|trees"`` -> ``["sky", "trees"]`` (blank parts dropped)."""
+    return [p.strip() for p in text.split("|") if p.strip()]
+
+
+@dataclass
+class VariantOutput:
+    """What a variant produces for a batch, on the device.
+
+    Attributes:
+        mask: ``(B, 1, H, W)`` float, the mask at the frame size (may leave
+            ``[0, 1]`` for the faithful essentials mode; writers clamp).
+        heatmap: ``(B, 3, H, W)`` uint8, the variant's own heatmap overlay, or
+            ``None`` to use the run's default overlay.
+        extra: further named outputs (ComfyUI nodes return them).
+    """
+
+    mask: torch.Tensor
+    heatmap: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Variant(ABC):
+    """Base class: declare ``name``, ``params``, ``preprocess`` and implement :meth:`postprocess`."""
+
+    name: str = ""
+    title: str = ""
+    params: ParamSet = ParamSet(())
+    preprocess: str = "pil"
+
+    def prompts(self, prompt: str, p: Mapping[str, Any]) -> list[str]:
+        """All prompt texts whose logits the variant needs, in order."""
+        return split_prompts(prompt)
+
+    def model_size(self, p: Mapping[str, Any], frame_hw: tuple[int, int], default: int) -> int:
+        return default
+
+    @abstractmethod
+    def postprocess(self, logits: torch.Tensor, frames: torch.Tensor, prompt: str, p: Mapping[str, Any]) -> VariantOutput:
+        """Turn logits into outputs.
+
+        Args:
+            logits: ``(B, P, S, S)`` float32 for the prompts of :meth:`prompts`.
+            frames: ``(B, 3, H, W)`` uint8 RGB on the same device.
+            prompt: the prompt text as the user gave it.
+            p: validated parameters.
+        """
+
+    def validate(self, values: Mapping[str, Any] | None, *, where: str | None = None) -> dict[str, Any]:
+        return self.params.validate(values, where=where)
+
+
+class SoftVariant(Variant):
+    """streammask's default: the probability map, optionally cut, blurred and grown."""
+
+    name = "soft"
+    title = "Soft probability mask"
+    params = ParamSet((
+        Param("threshold", "float", 0.0, "cut probabilities below this to 0 (0 keeps the soft map)", min=0.0, max=1.0, step=0.01),
+        Param("binary", "bool", False, "output 1 where the probability exceeds the threshold, else 0"),
+        Param("blur", "float", 0.0, "Gaussian blur sigma in model pixels (352 across), applied after the cut", min=0.0, max=32.0, step=0.1),
+        Param("dilate", "int", 0, "grow (>0) or shrink (<0) the mask by this many model pixels", min=-32, max=32),
+        Param("invert", "bool", False, "invert the mask (1 - mask)"),
+    ), owner="soft")
+
+    def postprocess(self, logits, frames, prompt, p):
+        prob = torch.sigmoid(logits).amax(dim=1, keepdim=True)
+        if p["binary"]:
+            prob = (prob > p["threshold"]).float()
+        elif p["threshold"] > 0:
+            prob = ops.threshold_keep(prob, p["threshold"])
+        if p["dilate"]:
+            prob = ops.cross_dilate(prob, p["dilate"])
+        if p["blur"] > 0:
+            prob = ops.gaussian_blur_scipy(prob, p["blur"])
+        mask = ops.resize(prob, tuple(frames.shape[-2:]), "bilinear").clamp_(0, 1)
+        if p["invert"]:
+            mask = 1.0 - mask
+        return VariantOutput(mask=mask)
+
+
+class MixlabVariant(Variant):
+    """mixlab "CLIPSeg" (seed 000)."""
+
+    name = "mixlab"
+    title = "mixlab CLIPSeg"
+    params = ParamSet((
+        Param("blur", "float", 3.0, "Gaussian blur sigma (scipy gaussian_filter) at 352x352", min=0.0, max=15.0, step=0.1),
+        Param("threshold", "float", 0.3, "probabilities at or below this become 0", min=0.0, max=1.0, step=0.05),
+        Param("dilation_factor", "int", 4, "dilate with a square of side 2*f+1", min=0, max=10, step=1),
+    ), owner="mixlab")
+    prompt_name = "text"
+
+    def prompts(self, prompt, p):
+        return [prompt]  # the seed encodes the text as one prompt, '|' included
+
+    def postprocess(self, logits, frames, prompt, p):
+        prob = torch.sigmoid(logits[:, :1])
+        x = ops.threshold_keep(prob, p["threshold"])
+        x = ops.gaussian_blur_scipy(x, p["blur"])
+        x = ops.minmax_normalize(x)  # NaN (nothing above the threshold) -> 0: the seed's colormap gives the same
+        x = ops.box_dilate(x, int(p["dilation_factor"] * 2) + 1)
+        size = tuple(frames.shape[-2:])
+        heat = ops.resize(ops.apply_colormap(x, "viridis").float(), size, "bilinear")
+        bw = ops.resize(ops.apply_colormap(x, "greys_r")[:, :1].float(), size, "bilinear")
+        heat = ops.to_uint8(heat, 1.0)
+        bw = ops.to_uint8(bw, 1.0)
+        heatmap = ops.blend(frames, heat, 0.5)
+        return VariantOutput(mask=bw.float() / 255.0, heatmap=heatmap, extra={"bw": bw.expand(-1, 3, -1, -1)})
+
+
+class EssentialsVariant(Variant):
+    """essentials "Apply CLIPSeg+" (seed 001)."""
+
+    name = "essentials"
+    title = "essentials Apply CLIPSeg+"
+    params = ParamSet((
+        Param("threshold", "float", 0.4, "probability above which a pixel is in the mask", min=0.0, max=1.0, step=0.05),
+        Param("smooth", "int", 9, "torchvision Gaussian blur (kernel size, made odd) of the binary mask", min=0, max=32, step=1),
+        Param("dilate", "int", 0, "grow (>0) or shrink (<0) by this many 3x3-cross passes", min=-32, max=32, step=1),
+        Param("blur", "int", 0, "torchvision Gaussian blur (kernel size, made odd) of the float mask", min=0, max=64, step=1),
+        Param("clamp", "bool", False, "clamp the bicubic-resized mask to [0, 1] (the seed does not)"),
+    ), owner="essentials")
+
+    def prompts(self, prompt, p):
+        return [prompt]
+
+    def postprocess(self, logits, frames, prompt, p):
+        x = (torch.sigmoid(logits[:, :1]) > p["threshold"])
+        smooth = int(p["smooth"])
+        x = x.float()
+        if smooth > 0:
+            smooth += 1 - smooth % 2
+            # torchvision blurs the *boolean* mask in float and casts back with .to(bool):
+            # any non-zero value becomes True, so the blur acts as a k x k dilation.
+            x = (ops.gaussian_blur_torchvision(x, smooth) != 0).float()
+        if p["dilate"]:
+            x = ops.cross_dilate(x, int(p["dilate"]))
+        blur = int(p["blur"])
+        if blur > 0:
+            blur += 1 - blur % 2
+            x = ops.gaussian_blur_torchvision(x, blur)
+        mask = ops.resize(x, tuple(frames.shape[-2:]), "bicubic")
+        if p["clamp"]:
+            mask = mask.clamp(0, 1)
+        return VariantOutput(mask=mask)
+
+
+class MasqueradeVariant(Variant):
+    """masquerade "Mask By Text" (seed 003)."""
+
+    name = "masquerade"
+    title = "masquerade Mask By Text"
+    preprocess = "imagenet_float"
+    params = ParamSet((
+        Param("negative_prompt", "str", "", "prompts to subtract, separated by '|' (empty: none)", multiline=True),
+        Param("precision", "float", 0.5, "threshold of thresholded_mask (mask >= precision)", min=0.0, max=1.0, step=0.01),
+        Param("normalize", "choice", "no", "rescale the mask by its min and max", choices=("no", "yes")),
+        Param("normalize_scope", "choice", "batch", "min/max over each 'batch' (the seed) or each 'frame'", choices=("batch", "frame")),
+        Param("output", "choice", "raw", "which mask the mask/matte outputs carry", choices=("raw", "thresholded")),
+        Param("model_size", "choice", "352", "model input side: '352' (fast) or 'max_side' (the seed: max(W, H))", choices=("352", "max_side")),
+    ), owner="masquerade")
+
+    def prompts(self, prompt, p):
+        pos = prompt.split("|")
+        neg = p["negative_prompt"].split("|") if p["negative_prompt"] != "" else []
+        return pos + neg
+
+    def model_size(self, p, frame_hw, default):
+        return max(frame_hw) if p["model_size"] == "max_side" else default
+
+    def postprocess(self, logits, frames, prompt, p):
+        n_pos = len(prompt.split("|"))
+        size = tuple(frames.shape[-2:])
+        prob = torch.sigmoid(ops.resize(logits, size, "nearest"))
+        mask = prob[:, :n_pos].amax(dim=1, keepdim=True)
+        if prob.shape[1] > n_pos:
+            mask = torch.minimum(mask, 1.0 - prob[:, n_pos:].amax(dim=1, keepdim=True))
+        if p["normalize"] == "yes":
+            if p["normalize_scope"] == "frame":
+                mask = ops.minmax_normalize(mask, nan_to_zero=True)
+            else:
+                lo, hi = mask.min(), mask.max()
+                mask = torch.nan_to_num((mask - lo) / (hi - lo), nan=0.0)
+        thresholded = (mask >= p["precision"]).float()
+        out = thresholded if p["output"] == "thresholded" else mask
+        return VariantOutput(mask=out, extra={"thresholded_mask": thresholded, "raw_mask": mask})
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (SoftVariant(), MixlabVariant(), EssentialsVariant(), MasqueradeVariant())}
+
+
+def get_variant(name: str) -> Variant:
+    """The registered variant called ``name``."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ParameterError("variant", name, "one of " + ", ".join(repr(n) for n in VARIANTS)) from None

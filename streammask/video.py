@@ -1,0 +1,236 @@
+"""Video input: metadata (:class:`VideoInfo`), batches (:class:`FrameBatch`) and
+a streaming PyAV reader (:func:`read_batches`).
+
+Timing stays exact: rates and time bases are :class:`fractions.Fraction`, and
+every frame keeps its source ``pts``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import InvalidVideoError, ParameterError, SourceNotFoundError
+
+__all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Metadata of a video's first video stream.
+
+    ``width``/``height`` are the displayed size (after the display-matrix
+    rotation, which streammask applies to every frame). Header values that a
+    container may omit are ``None``.
+    """
+
+    path: str
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    frame_rate: Fraction | None
+    time_base: Fraction
+    num_frames: int | None
+    duration: float | None
+    start_pts: int | None
+    codec: str
+    pix_fmt: str | None
+    rotation: int
+    has_audio: bool
+    container: str
+
+    def describe(self) -> str:
+        rate = f"{self.frame_rate} ({float(self.frame_rate):.3f} fps)" if self.frame_rate else "unknown"
+        lines = [
+            f"path:        {self.path}",
+            f"container:   {self.container}",
+            f"codec:       {self.codec} ({self.pix_fmt})",
+            f"size:        {self.width}x{self.height}" + (f" (coded {self.coded_width}x{self.coded_height}, rotation {self.rotation})" if self.rotation else ""),
+            f"frame rate:  {rate}",
+            f"time base:   {self.time_base}",
+            f"frames:      {self.num_frames if self.num_frames is not None else 'unknown'}",
+            f"duration:    {f'{self.duration:.3f} s' if self.duration is not None else 'unknown'}",
+            f"start pts:   {self.start_pts}",
+            f"audio:       {'yes' if self.has_audio else 'no'}",
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """A batch of consecutive frames.
+
+    Attributes:
+        frames: ``(B, H, W, 3)`` uint8 RGB (numpy array or torch tensor).
+        pts: source presentation timestamps, one per frame, in ``time_base`` units.
+        start: index of the first frame in the video.
+        time_base: the stream's time base.
+    """
+
+    frames: object
+    pts: tuple[int, ...]
+    start: int
+    time_base: Fraction
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.frames.shape)
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"frames must have shape (B, H, W, 3), got {shape}")
+        if len(self.pts) != shape[0]:
+            raise ValueError(f"{len(self.pts)} pts for {shape[0]} frames")
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.frames.shape)
+        return f"FrameBatch(frames={shape} {getattr(self.frames, 'dtype', '')}, start={self.start}, pts={self.pts[0]}..{self.pts[-1]}, time_base={self.time_base})"
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise SourceNotFoundError(f"input {str(path)!r} does not exist")
+    if p.is_dir():
+        raise InvalidVideoError(f"input {str(path)!r} is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise InvalidVideoError(f"input {str(path)!r} is empty (0 bytes)")
+    return str(p)
+
+
+def open_video(path: str | os.PathLike):
+    """Open ``path`` with PyAV and return ``(container, video_stream)``."""
+    import av
+
+    spath = _check_path(path)
+    try:
+        container = av.open(spath)
+    except av.error.FFmpegError as exc:
+        raise InvalidVideoError(f"input {spath!r} is not a readable video: {exc.strerror or exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise InvalidVideoError(f"input {spath!r} has no video stream")
+    return container, container.streams.video[0]
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's metadata (decodes the first frame to learn its rotation).
+
+    Raises:
+        SourceNotFoundError: the file does not exist.
+        InvalidVideoError: it is not a decodable video.
+    """
+    import av
+
+    container, stream = open_video(path)
+    try:
+        rotation = 0
+        first_pts = None
+        try:
+            for frame in container.decode(stream):
+                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                first_pts = frame.pts
+                break
+            else:
+                raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames")
+        except av.error.FFmpegError as exc:
+            raise InvalidVideoError(f"input {str(path)!r} cannot be decoded: {exc.strerror or exc}") from None
+        cc = stream.codec_context
+        w, h = cc.width, cc.height
+        dw, dh = (h, w) if rotation in (90, 270) else (w, h)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        return VideoInfo(
+            path=str(path),
+            width=dw,
+            height=dh,
+            coded_width=w,
+            coded_height=h,
+            frame_rate=Fraction(rate) if rate else None,
+            time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000),
+            num_frames=stream.frames or None,
+            duration=duration,
+            start_pts=stream.start_time if stream.start_time is not None else first_pts,
+            codec=cc.name,
+            pix_fmt=cc.format.name if cc.format else None,
+            rotation=rotation,
+            has_audio=bool(container.streams.audio),
+            container=container.format.name,
+        )
+    finally:
+        container.close()
+
+
+def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    # PyAV's rotation is the counter-clockwise angle that displays the frame upright.
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
+
+
+def read_batches(
+    path: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    max_frames: int | None = None,
+) -> Iterator[FrameBatch]:
+    """Stream a video as :class:`FrameBatch` es of RGB uint8 frames.
+
+    Frames are decoded with PyAV's default (multi-threaded where the codec
+    allows) decoder, rotated upright, and carry their source ``pts``; frames
+    without a ``pts`` get one extrapolated from the previous frame and the rate.
+    Only one batch is held at a time.
+
+    Args:
+        path: video file.
+        batch_size: frames per batch (the last batch may be shorter).
+        max_frames: stop after this many frames.
+    """
+    import av
+
+    if int(batch_size) < 1:
+        raise ParameterError("batch_size", batch_size, "an integer >= 1")
+    container, stream = open_video(path)
+    try:
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
+        rate = stream.average_rate or stream.guessed_rate
+        step = int(round((1 / Fraction(rate)) / tb)) if rate else 1
+        frames: list[np.ndarray] = []
+        pts: list[int] = []
+        index = 0
+        last_pts: int | None = None
+        start = 0
+        try:
+            for frame in container.decode(stream):
+                p = frame.pts if frame.pts is not None else (last_pts + step if last_pts is not None else 0)
+                last_pts = p
+                rgb = frame.to_ndarray(format="rgb24")
+                rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                if rot:
+                    rgb = _rotate(rgb, rot)
+                frames.append(rgb)
+                pts.append(p)
+                index += 1
+                if len(frames) == batch_size:
+                    yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
+                    start = index
+                    frames, pts = [], []
+                if max_frames is not None and index >= max_frames:
+                    break
+        except av.error.FFmpegError as exc:
+            raise InvalidVideoError(f"input {str(path)!r} cannot be decoded at frame {index}: {exc.strerror or exc}") from None
+        if frames:
+            yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
+        elif index == 0:
+            raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames")
+    finally:
+        container.close()

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random-weight CLIPSeg saved with save_pretrained, test clips."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+DATA = Path(__file__).parent / "data"
+CARPHONE = DATA / "carphone_pristine.mp4"  # 176x144, 120 frames at 30000/1001 (copied from shared/media)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs_cuda: no CUDA device on this machine")
+    for item in items:
+        if "needs_cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight CLIPSeg (352x352 input, 16x16 patches, tiny widths) + tokenizer on disk."""
+    from streammask.testing import save_random_clipseg
+
+    return save_random_clipseg(tmp_path_factory.mktemp("clipseg") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny model loaded through the same code path as ``--model PATH``."""
+    from streammask import load_clipseg
+
+    return load_clipseg(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def carphone(tmp_path) -> Path:
+    dst = tmp_path / "carphone.mp4"
+    shutil.copy(CARPHONE, dst)
+    return dst
+
+
+def write_synthetic_clip(path: Path, *, frames: int = 12, size=(64, 48), rate=Fraction(30000, 1001),
+                         codec: str = "libx264", pts_step: int | None = None) -> Path:
+    """A moving bright square on a gradient; returns ``path``."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        tb = Fraction(1, rate.numerator) if pts_step is None else Fraction(1, 1000)
+        s.time_base = tb
+        s.codec_context.time_base = tb
+        step = rate.denominator if pts_step is None else pts_step
+        yy, xx = np.mgrid[0:h, 0:w]
+        for i in range(frames):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[..., 0] = (xx * 255 // max(w - 1, 1)).astype(np.uint8)
+            img[..., 2] = (yy * 255 // max(h - 1, 1)).astype(np.uint8)
+            x0 = 4 + 2 * i
+            img[10:26, x0:x0 + 16] = 255
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i * step
+            f.time_base = tb
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+@pytest.fixture
+def synthetic_clip(tmp_path) -> Path:
+    return write_synthetic_clip(tmp_path / "synthetic.mp4")
