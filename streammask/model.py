@@ -110,7 +110,12 @@ def load_clipseg(
                 "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True)."
             )
     offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not offline and not _in_cache(name, revision) and not _hub_reachable():
+        raise ModelLoadError(_offline_message(name))
     kwargs = dict(revision=revision, local_files_only=offline)
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     bars = hf_logging.is_progress_bar_enabled()
@@ -128,17 +133,47 @@ def load_clipseg(
             ) from None
         if is_local:
             raise ModelLoadError(f"--model {name!r} is not a complete CLIPSeg directory: {text.splitlines()[0]}") from None
-        raise ModelLoadError(
-            f"Cannot download the CLIPSeg weights {name!r} (no network access to the Hugging Face hub and no cached "
-            "copy): download them once where there is network (e.g. `huggingface-cli download "
-            f"{name}`) or pass --model PATH pointing at a local copy."
-        ) from None
+        raise ModelLoadError(_offline_message(name, text)) from None
     finally:
+        hub_logger.setLevel(hub_level)
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
     net = net.to(device=dev, dtype=dt).eval()
     return ClipSeg(net, tokenizer, processor, device=dev, dtype=dt, name=name)
+
+
+def _offline_message(name: str, detail: str = "") -> str:
+    if detail and "offline" not in detail.lower() and "connect" not in detail.lower() and "resolve" not in detail.lower():
+        return f"Cannot load the CLIPSeg weights {name!r}: {detail.splitlines()[0]}"
+    return (f"Cannot download the CLIPSeg weights {name!r} (the Hugging Face hub is unreachable and there is no cached "
+            f"copy): run `hf download {name}` once where there is network, or pass --model PATH pointing at a local copy.")
+
+
+def _in_cache(name: str, revision: str | None) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json", revision=revision)
+        return isinstance(found, str)
+    except Exception:
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub (or ``HF_ENDPOINT``), so that an offline
+    machine gets one clear sentence instead of minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class Param:
     nullable: bool = False
     comfy_name: str | None = None
     multiline: bool = False
+    cli_aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -141,11 +142,15 @@ class Param:
         """Add this parameter as a CLI flag; the default is left as ``None`` (= not given)."""
         default_text = ",".join(self.default) if self.kind == "list" and self.default else self.default
         help_text = f"{self.help} ({self.allowed()}; default {default_text!r})"
+        flags = (flag, *self.cli_aliases)
         if self.kind == "bool":
-            parser.add_argument(flag, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(*flags, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=help_text)
             return
         metavar = {"float": "X", "int": "N", "str": "TEXT", "choice": "{" + ",".join(self.choices or ()) + "}", "list": "A,B"}[self.kind]
-        parser.add_argument(flag, dest=dest, default=None, metavar=metavar, help=help_text)
+        if self.kind == "list":  # repeatable and/or comma separated: --outputs mask --outputs matte == --outputs mask,matte
+            parser.add_argument(*flags, dest=dest, default=None, metavar=metavar, action="append", help=help_text)
+            return
+        parser.add_argument(*flags, dest=dest, default=None, metavar=metavar, help=help_text)
 
 
 def _fmt(x: float) -> str:

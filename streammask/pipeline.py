@@ -35,7 +35,9 @@ OUTPUT_KINDS = ("mask", "heatmap", "matte")
 
 RUN_PARAMS = ParamSet((
     Param("prompt", "str", "", "text prompt; several prompts separated by '|' (e.g. 'sky|trees')"),
-    Param("variants", "list", ("soft",), "post-processing variants to run in one pass", choices=tuple(VARIANTS)),
+    Param("out_dir", "str", "streammask-out", "output folder", cli_aliases=("-o",)),
+    Param("variants", "list", ("soft",), "post-processing variants to run in one pass", choices=tuple(VARIANTS),
+          cli_aliases=("--variant",)),
     Param("outputs", "list", OUTPUT_KINDS, "outputs to write per variant", choices=OUTPUT_KINDS),
     Param("model", "str", DEFAULT_MODEL, "Hugging Face model id or local directory of CLIPSeg weights (safetensors)"),
     Param("revision", "str", None, "model revision (branch, tag or commit) to pin", nullable=True),
@@ -219,8 +221,8 @@ def _progress(total: int | None, enabled: bool, desc: str):
 def process_video(
     source: str | os.PathLike,
     *,
-    out_dir: str | os.PathLike,
     prompt: str,
+    out_dir: str | os.PathLike = "streammask-out",
     variants: Any = ("soft",),
     outputs: Sequence[str] | str = OUTPUT_KINDS,
     model: str | os.PathLike = DEFAULT_MODEL,
@@ -258,13 +260,15 @@ def process_video(
     Returns:
         A :class:`RunSummary`.
     """
+    variant_params = normalize_variants(variants)
     settings = RUN_PARAMS.validate(dict(
-        prompt=prompt, variants=tuple(variants) if not isinstance(variants, (str, Mapping)) else ("soft",),
+        out_dir=os.fspath(out_dir), prompt=prompt, variants=tuple(variant_params),
         outputs=outputs, model=os.fspath(model), revision=revision, device=device, dtype=dtype, batch_size=batch_size,
         mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
         heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
     ))
-    variant_params = normalize_variants(variants)
+    if not prompt.strip():
+        raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
     info = probe(source)
     t_start = time.perf_counter()
     timer = StageTimer()

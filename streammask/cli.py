@@ -1,0 +1,118 @@
+"""Command line: a thin layer over :func:`streammask.process_video`.
+
+Flags are generated from the parameter declarations (``RUN_PARAMS`` and each
+variant's ``params``), so ``--batch-size`` is ``batch_size=`` in the API and
+``batch_size =`` in a pipeline file, and ``--mixlab-blur`` is ``blur`` in the
+pipeline file's ``[mixlab]`` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from .errors import ParameterError, StreamMaskError
+from .params import add_arguments
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .pipeline import RUN_PARAMS
+    from .variants import VARIANTS
+
+    parser = argparse.ArgumentParser(prog="streammask", description="Text-prompted video masking with CLIPSeg.")
+    parser.add_argument("--version", action="version", version=f"streammask {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="mask a video: write mask, heatmap and matte outputs",
+                         description="Mask a video with a text prompt and write mask / heatmap / matte outputs.")
+    run.add_argument("input", metavar="INPUT", help="input video file")
+    run.add_argument("--pipeline", metavar="FILE", help="TOML pipeline file holding the same settings (flags override it)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    add_arguments(run, list(RUN_PARAMS), title="run settings")
+    for name, variant in VARIANTS.items():
+        add_arguments(run, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
+
+    probe = sub.add_parser("probe", help="print a video's metadata")
+    probe.add_argument("input", metavar="INPUT")
+    return parser
+
+
+def _collect(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import RUN_PARAMS
+    from .pipeline_file import load_pipeline
+    from .variants import VARIANTS
+
+    settings: dict[str, Any] = load_pipeline(args.pipeline) if args.pipeline else {}
+    file_variants: dict[str, dict] = settings.pop("variants", None) or {}
+    for p in RUN_PARAMS:
+        value = getattr(args, p.name, None)
+        if value is None:
+            continue
+        if p.kind == "list":
+            value = ",".join(value)
+        settings[p.name] = p.validate(value, label="--" + p.name.replace("_", "-"))
+    names = list(settings.pop("variants", None) or file_variants or ["soft"])
+    variants: dict[str, dict] = {}
+    for name in names:
+        if name not in VARIANTS:
+            raise ParameterError("--variants", name, "one of " + ", ".join(VARIANTS))
+        params = dict(file_variants.get(name, {}))
+        for p in VARIANTS[name].params:
+            value = getattr(args, f"{name}__{p.name}", None)
+            if value is not None:
+                params[p.name] = p.validate(value, label=f"--{name}-{p.name.replace('_', '-')}")
+        variants[name] = params
+    # flags given for a variant that is not selected are most likely a mistake
+    for name, variant in VARIANTS.items():
+        if name in variants:
+            continue
+        for p in variant.params:
+            if getattr(args, f"{name}__{p.name}", None) is not None:
+                flag = f"--{name}-{p.name.replace('_', '-')}"
+                raise ParameterError(flag, getattr(args, f"{name}__{p.name}"),
+                                     f"a flag of a selected variant (add --variant {name})")
+    settings["variants"] = variants
+    if args.quiet:
+        settings["progress"] = False
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="streammask: %(levelname)s: %(message)s")
+    try:
+        if args.command == "probe":
+            from .video import probe
+
+            print(probe(args.input).describe())
+            return 0
+        from .pipeline import process_video
+
+        settings = _collect(args)
+        if not settings.get("prompt", "").strip():
+            raise ParameterError("--prompt", settings.get("prompt", ""), "a non-empty text (give --prompt or a pipeline file's prompt)")
+        quiet = args.quiet
+        summary = process_video(args.input, **settings)
+        if not quiet:
+            print(summary.describe())
+        return 0
+    except StreamMaskError as exc:
+        print(f"streammask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streammask: interrupted; partial outputs were removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+import av
+import numpy as np
+import pytest
+import torch
+
+import streammask
+from streammask import MaskPipeline, ParameterError, process_video
+from streammask.writers import partial_path
+
+
+def _decode(path, fmt):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+        return [f.to_ndarray(format=fmt) for f in frames], [f.pts for f in frames], s.time_base
+
+
+def test_end_to_end_real_clip_all_outputs(carphone, tmp_path, tiny_model, capsys):
+    with av.open(str(carphone)) as c:
+        src_pts = [f.pts for f in c.decode(video=0)]
+    summary = process_video(carphone, out_dir=tmp_path / "out", prompt="person|car", segmenter=tiny_model,
+                            batch_size=16, variants=["soft", "mixlab"], progress=True,
+                            mask_format="ffv1")
+    assert summary.frames == 120
+    assert "frame" in capsys.readouterr().err  # the progress bar
+    assert set(summary.outputs) == {f"{v}.{k}" for v in ("soft", "mixlab") for k in ("mask", "heatmap", "matte")}
+    for key, path in summary.outputs.items():
+        assert path.exists() and not partial_path(path).exists()
+        imgs, pts, tb = _decode(path, "rgba" if key.endswith("matte") else "rgb24")
+        assert len(imgs) == 120, key
+        assert imgs[0].shape[:2] == (144, 176)
+        times = [float(p * tb) for p in pts]
+        assert times == pytest.approx([p / 30000 for p in src_pts], abs=5.01e-4 if path.suffix == ".mkv" else 1e-9), key
+    masks, _, _ = _decode(summary.outputs["soft.mask"], "gray")
+    mattes, _, _ = _decode(summary.outputs["soft.matte"], "rgba")
+    for m, t in zip(masks[::10], mattes[::10]):
+        err = np.abs(m.astype(int) - t[..., 3].astype(int))
+        assert err.max() <= 1  # lossless FFV1 mask vs ProRes 4444 10-bit alpha: rounding only
+    assert 0.05 < np.mean([m.mean() for m in masks]) / 255 < 0.95  # the mask is not degenerate
+
+
+def test_one_model_call_per_batch_and_prompt_encoded_once(synthetic_clip, tmp_path, tiny_model_dir):
+    model = streammask.load_clipseg(tiny_model_dir, device="cpu")
+    calls = []
+    real = model.segment
+
+    def counting(frames, prompts, **kw):
+        calls.append((frames.shape[0], tuple(prompts), kw.get("preprocess")))
+        return real(frames, prompts, **kw)
+
+    model.segment = counting
+    s = process_video(synthetic_clip, out_dir=tmp_path, prompt="sky|trees", segmenter=model, batch_size=4,
+                      variants=["soft", "mixlab", "essentials"], outputs="mask", progress=False)
+    assert s.frames == 12
+    # soft, mixlab and essentials share the PIL preprocessing: one call per batch with the union of prompts
+    assert len(calls) == 3 and all(c[2] == "pil" for c in calls)
+    assert calls[0][1] == ("sky", "trees", "sky|trees")
+    assert model.text_encode_calls == 3 and s.text_encodes == 3
+
+
+def test_batch_size_does_not_change_masks(synthetic_clip, tiny_model):
+    frames = np.stack([b for batch in streammask.read_batches(synthetic_clip, batch_size=12) for b in batch.frames])
+    pipe = MaskPipeline(tiny_model, prompt="person", variants=["soft"])
+    whole = pipe.process(frames)["soft"].mask
+    parts = torch.cat([pipe.process(frames[i:i + 5])["soft"].mask for i in range(0, 12, 5)])
+    torch.testing.assert_close(whole, parts, atol=1e-4, rtol=0)
+
+
+def test_writer_failure_reaches_caller_and_leaves_no_final_file(synthetic_clip, tmp_path, tiny_model, monkeypatch):
+    from streammask import writers
+
+    original = writers.VideoWriter.write
+
+    def failing(self, frames, pts):
+        if self.path.name.endswith("heatmap.mp4") and self.frames_written >= 4:
+            raise OSError(28, "No space left on device (simulated)")
+        return original(self, frames, pts)
+
+    monkeypatch.setattr(writers.VideoWriter, "write", failing)
+    with pytest.raises(OSError, match="No space left"):
+        process_video(synthetic_clip, out_dir=tmp_path / "o", prompt="x", segmenter=tiny_model, batch_size=4,
+                      progress=False)
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_decoder_failure_reaches_caller(synthetic_clip, tmp_path, tiny_model, monkeypatch):
+    from streammask import pipeline
+
+    def broken(*a, **k):
+        yield next(iter(streammask.read_batches(synthetic_clip, batch_size=4)))
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(pipeline, "read_batches", broken)
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        process_video(synthetic_clip, out_dir=tmp_path / "o", prompt="x", segmenter=tiny_model, progress=False)
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt=""), "prompt"),
+    (dict(prompt="a", variants=["nope"]), "variant='nope'"),
+    (dict(prompt="a", outputs="mask,gif"), "outputs="),
+    (dict(prompt="a", batch_size=0), "batch_size=0"),
+    (dict(prompt="a", variants={"mixlab": {"blur": 20}}), "mixlab.blur=20"),
+    (dict(prompt="a", variants={"mixlab": {"sharpen": 1}}), "sharpen"),
+])
+def test_bad_arguments(synthetic_clip, tmp_path, tiny_model, kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        process_video(synthetic_clip, out_dir=tmp_path, segmenter=tiny_model, progress=False, **kwargs)

@@ -1,0 +1,125 @@
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from streammask import ParameterError
+from streammask.writers import FORMATS, make_writer, partial_path
+
+TB = Fraction(1, 30000)
+RATE = Fraction(30000, 1001)
+PTS = [i * 1001 for i in range(6)]
+
+
+def _mask_frames(h=48, w=64, n=6):
+    # soft blobs like real masks: a smooth radial falloff that moves
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        r = np.hypot(xx - w / 3 - 2 * i, yy - h / 2) / (h / 2)
+        out.append((np.clip(1.2 - r, 0, 1) * 255).round().astype(np.uint8)[..., None])
+    return np.stack(out)
+
+
+def _read(path, fmt="gray", codec=None):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        if codec:
+            ctx = av.codec.CodecContext.create(codec, "r")
+            frames = []
+            for packet in c.demux(s):
+                for f in ctx.decode(packet) if packet.size else ctx.decode(None):
+                    frames.append(f)
+        else:
+            frames = list(c.decode(s))
+        tb = s.time_base
+        return [f.to_ndarray(format=fmt) for f in frames], [f.pts for f in frames], tb
+
+
+@pytest.mark.parametrize("fmt,tol", [("mp4", 3), ("ffv1", 0)])
+def test_mask_video_roundtrip(tmp_path, fmt, tol):
+    frames = _mask_frames()
+    with make_writer("mask", fmt, tmp_path / "m", width=64, height=48, rate=RATE, time_base=TB) as w:
+        w.write(frames, PTS)
+    path = tmp_path / f"m{FORMATS['mask'][fmt].suffix}"
+    assert path.exists() and not partial_path(path).exists()
+    imgs, pts, tb = _read(path)
+    assert len(imgs) == 6
+    # Matroska stores milliseconds; MP4 keeps the source time base exactly
+    exact = fmt == "mp4"
+    if exact:
+        assert tb == TB and pts == PTS
+    assert [float(p * tb) for p in pts] == pytest.approx([float(p * TB) for p in PTS], abs=0 if exact else 5e-4)
+    for a, b in zip(imgs, frames[..., 0]):
+        err = np.abs(a.astype(int) - b)
+        assert (err <= tol).mean() >= (1.0 if tol == 0 else 0.99) and err.mean() < 1.0
+
+
+def test_prores_matte_alpha_equals_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)
+    alpha = _mask_frames()
+    with make_writer("matte", "prores", tmp_path / "t", width=64, height=48, rate=RATE, time_base=TB) as w:
+        w.write(np.concatenate([rgb, alpha], axis=-1), PTS)
+    with av.open(str(tmp_path / "t.mov")) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "prores" and s.codec_context.format.name.startswith("yuva444p")
+        frames = list(c.decode(s))
+        assert s.average_rate == RATE
+    assert len(frames) == 6
+    for f, a in zip(frames, alpha[..., 0]):
+        got = f.to_ndarray(format="rgba")[..., 3]
+        assert np.abs(got.astype(int) - a).max() <= 1
+
+
+def test_webm_alpha_reads_back_with_libvpx(tmp_path):
+    rgb = np.full((4, 32, 32, 3), 100, np.uint8)
+    alpha = _mask_frames(32, 32, 4)
+    with make_writer("matte", "webm", tmp_path / "t", width=32, height=32, rate=RATE, time_base=TB) as w:
+        w.write(np.concatenate([rgb, alpha], axis=-1), PTS[:4])
+    imgs, _, _ = _read(tmp_path / "t.webm", fmt="rgba", codec="libvpx-vp9")
+    assert len(imgs) == 4
+    assert np.mean([np.abs(i[..., 3].astype(int) - a[..., 0]).mean() for i, a in zip(imgs, alpha)]) < 4
+
+
+def test_png_sequence_with_timing(tmp_path):
+    frames = _mask_frames()
+    with make_writer("mask", "png", tmp_path / "seq", width=64, height=48, rate=RATE, time_base=TB) as w:
+        w.write(frames, PTS)
+    files = sorted((tmp_path / "seq").glob("*.png"))
+    assert len(files) == 6 and files[0].name == "seq_000000.png"
+    import cv2
+
+    np.testing.assert_array_equal(cv2.imread(str(files[2]), cv2.IMREAD_UNCHANGED), frames[2, ..., 0])
+    meta = (tmp_path / "seq" / "sequence.json").read_text()
+    assert '"frame_rate": "30000/1001"' in meta
+    assert (tmp_path / "seq" / "frames.csv").read_text().splitlines()[2].startswith("1,seq_000001.png,1001,")
+
+
+def test_odd_size_h264_is_padded_not_crashing(tmp_path):
+    frames = np.zeros((3, 45, 63, 3), np.uint8)
+    with make_writer("heatmap", "mp4", tmp_path / "odd", width=63, height=45, rate=RATE, time_base=TB) as w:
+        w.write(frames, PTS[:3])
+    imgs, _, _ = _read(tmp_path / "odd.mp4", fmt="rgb24")
+    assert len(imgs) == 3 and imgs[0].shape == (46, 64, 3)
+
+
+def test_abort_leaves_no_file(tmp_path):
+    w = make_writer("mask", "mp4", tmp_path / "x", width=64, height=48, rate=RATE, time_base=TB)
+    w.write(_mask_frames(), PTS)
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_inside_context_aborts(tmp_path):
+    with pytest.raises(RuntimeError):
+        with make_writer("matte", "png", tmp_path / "y", width=8, height=8, rate=RATE, time_base=TB) as w:
+            w.write(np.zeros((1, 8, 8, 4), np.uint8), [0])
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_format():
+    with pytest.raises(ParameterError, match="matte_format='gif'"):
+        make_writer("matte", "gif", None, width=8, height=8, rate=RATE, time_base=TB)
