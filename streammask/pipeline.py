@@ -185,30 +185,38 @@ class MaskPipeline:
             out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params)
         return out
 
-    def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+    def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
+               host_frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Turn a variant's output into uint8 host images per output kind.
+
+        Only uint8 data crosses from the device to the host. The matte is assembled on
+        the host from ``host_frames`` (the decoded frames) when given, so the RGB
+        channels never make a round trip through the device.
 
         Args:
             frames: ``(B, 3, H, W)`` uint8 on the device.
             result: the variant's output.
             kinds: subset of ``mask``, ``heatmap``, ``matte``.
+            host_frames: ``(B, H, W, 3)`` uint8 numpy copy of ``frames``, if the caller has one.
 
         Returns:
-            ``{kind: (B, H, W, C) uint8 numpy}`` with C = 1, 3, 4.
+            ``{kind: (B, H, W, C) uint8 numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte).
         """
         mask8 = ops.to_uint8(result.mask.clamp(0, 1))
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, np.ndarray] = {}
+        mask_host = mask8.permute(0, 2, 3, 1).contiguous().cpu().numpy() if ("mask" in kinds or "matte" in kinds) else None
         if "mask" in kinds:
-            out["mask"] = mask8
+            out["mask"] = mask_host
         if "heatmap" in kinds:
             heat = result.heatmap
             if heat is None:
                 colour = ops.apply_colormap(result.mask.clamp(0, 1), self.colormap)
                 heat = ops.blend(frames, colour, self.heatmap_alpha)
-            out["heatmap"] = heat
+            out["heatmap"] = heat.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         if "matte" in kinds:
-            out["matte"] = torch.cat([frames, mask8], dim=1)
-        return {k: v.permute(0, 2, 3, 1).contiguous().cpu().numpy() for k, v in out.items()}
+            rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
+            out["matte"] = np.concatenate([rgb, mask_host], axis=-1)
+        return out
 
 
 def _progress(total: int | None, enabled: bool, desc: str):
@@ -303,7 +311,7 @@ def process_video(
             t0 = time.perf_counter()
             x = pipe.to_device(batch.frames)
             results = pipe.process(x)
-            rendered = {name: pipe.render(x, res, kinds) for name, res in results.items()}
+            rendered = {name: pipe.render(x, res, kinds, host_frames=batch.frames) for name, res in results.items()}
             timer.add("segment + post-process", time.perf_counter() - t0)
             for name, per_kind in rendered.items():
                 for kind, arr in per_kind.items():
