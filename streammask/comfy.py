@@ -27,16 +27,14 @@ CLI and pipeline files use, so names, defaults and ranges cannot drift.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from .errors import ParameterError
-from .model import IMAGENET_MEAN, IMAGENET_STD, ClipSeg, load_clipseg, resolve_device, resolve_dtype
+from .model import ClipSeg, load_clipseg, resolve_device, resolve_dtype
 from .params import Param, ParamSet
 from .pipeline import RUN_PARAMS, MaskPipeline, process_video
 from .variants import VARIANTS, get_variant
@@ -138,6 +136,7 @@ class _ComfyProgress:
 
     def __init__(self, total: int) -> None:
         self._bar = self._mm = None
+        self.done = 0
         try:
             import comfy.model_management as mm
             import comfy.utils
@@ -336,7 +335,7 @@ class StreamMaskMaskByText:
             progress.check()
             x = frames[s]
             with torch.inference_mode():
-                logits = seg.logits(_imagenet_pixels(seg, x, size), prompts)
+                logits = seg.logits(seg.preprocess(x.permute(0, 3, 1, 2), mode="imagenet_float", size=size), prompts)
                 u8 = quantize_round(x).to(seg.device).permute(0, 3, 1, 2)  # frames are only used for their size
                 out = variant.postprocess(logits, u8, prompt, chunk_params)
             raw[s] = out.extra["raw_mask"][:, 0].cpu()
@@ -347,21 +346,6 @@ class StreamMaskMaskByText:
             raw = torch.nan_to_num((raw - lo) / (hi - lo), nan=0.0)
             thresholded = (raw >= p["precision"]).float()
         return (thresholded, raw)
-
-
-def _imagenet_pixels(seg: ClipSeg, frames: torch.Tensor, size: int) -> torch.Tensor:
-    """masquerade's preprocessing on float frames: ImageNet normalisation, then antialiased resize to a square.
-
-    ``(B, H, W, 3)`` float in ``[0, 1]`` -> ``(B, 3, S, S)`` in the model's dtype on its device (the same
-    arithmetic as ``ClipSeg.preprocess(mode="imagenet_float")``, without quantizing to uint8 first).
-    """
-    x = frames.to(seg.device, torch.float32).permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN, device=seg.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=seg.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.to(seg.dtype)
 
 
 # -- video ---------------------------------------------------------------------------
@@ -460,12 +444,22 @@ class StreamMaskVideo:
         if not p["video"].strip():
             raise ParameterError("video", p["video"], "the path of a video file")
         variant = p["variant"]
+        progress: _ComfyProgress | None = None
+
+        def on_batch(done: int, total: int | None) -> None:  # ComfyUI progress bar and Cancel between batches
+            nonlocal progress
+            if progress is None:
+                progress = _ComfyProgress(total or 0)
+            progress.check()
+            progress.update(done - progress.done)
+            progress.done = done
+
         summary = process_video(
             _resolve(p["video"], "input"), out_dir=_resolve(p["out_dir"], "output"), prompt=p["prompt"],
             variants={variant: parse_variant_params(p["variant_params"], variant)}, outputs=p["outputs"],
             batch_size=p["batch_size"], mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
             matte_format=p["matte_format"], heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"],
-            max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg,
+            max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
         )
         return tuple(str(summary.outputs.get(f"{variant}.{kind}", "")) for kind in ("mask", "heatmap", "matte"))
 

@@ -251,7 +251,8 @@ class ClipSeg:
         """Frames to model input.
 
         Args:
-            frames: ``(B, 3, H, W)`` uint8 RGB on any device.
+            frames: ``(B, 3, H, W)`` uint8 RGB on any device; ``imagenet_float`` also
+                takes float frames in ``[0, 1]`` (used as they are, never quantized).
             mode: ``pil`` resizes the uint8 frames exactly as ``CLIPSegProcessor``'s
                 PIL path (antialiased bilinear) and normalises with the processor's
                 mean/std; ``imagenet_float`` follows the masquerade node: float
@@ -273,7 +274,9 @@ class ClipSeg:
             std = torch.tensor(self.image.std, device=self.device).view(1, 3, 1, 1)
             return ((x - mean) / std).to(self.dtype)
         if mode == "imagenet_float":
-            x = frames.to(self.device).float() / 255.0
+            x = frames.to(self.device).float()
+            if frames.dtype == torch.uint8:
+                x = x / 255.0
             mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
             std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
             x = (x - mean) / std

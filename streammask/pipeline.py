@@ -13,20 +13,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from . import ops
 from .errors import ParameterError
-from .model import DEFAULT_MODEL, ClipSeg, load_clipseg
+from .model import DEFAULT_MODEL, load_clipseg
 from .params import Param, ParamSet
 from .stages import SinkThread, StageTimer, prefetch
 from .variants import VARIANTS, VariantOutput, get_variant
-from .video import FrameBatch, probe, read_batches
+from .video import probe, read_batches
 from .writers import FORMATS, make_writer
 
 __all__ = ["Segmenter", "MaskPipeline", "RunSummary", "process_video", "RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants"]
@@ -247,6 +246,7 @@ def process_video(
     queue_size: int = 4,
     progress: bool = True,
     segmenter: Segmenter | None = None,
+    on_batch: Callable[[int, int | None], None] | None = None,
 ) -> RunSummary:
     """Mask a whole video with a text prompt, streaming, in bounded memory.
 
@@ -263,6 +263,8 @@ def process_video(
         outputs: any of ``mask``, ``heatmap``, ``matte``.
         model, revision, device, dtype: see :func:`~streammask.model.load_clipseg`.
         segmenter: an already loaded model (or a test oracle); ``model`` is then ignored.
+        on_batch: called as ``on_batch(frames_done, total_or_None)`` after each batch (GUI
+            progress); an exception it raises stops the run like any other error (cancel).
         Others: see ``streammask run --help`` (each keyword is a CLI flag and a pipeline-file key).
 
     Returns:
@@ -318,6 +320,8 @@ def process_video(
                     sinks[(name, kind)].put((arr, batch.pts))
             frames_done += len(batch)
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(frames_done, total)
         for key, sink in sinks.items():
             sink.close()
         paths = {f"{n}.{k}": w.close() for (n, k), w in writers.items()}

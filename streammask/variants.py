@@ -125,14 +125,20 @@ class MixlabVariant(Variant):
         prob = torch.sigmoid(logits[:, :1])
         x = ops.threshold_keep(prob, p["threshold"])
         x = ops.gaussian_blur_scipy(x, p["blur"])
-        x = ops.minmax_normalize(x)  # NaN (nothing above the threshold) -> 0: the seed's colormap gives the same
+        # Nothing above the threshold: the seed divides 0 by 0 and its whole map is NaN,
+        # which matplotlib colours with the "bad" colour, black, in both colormaps. Keep
+        # that (a black heatmap layer, an all-zero mask) without letting NaN through.
+        x = ops.minmax_normalize(x, nan_to_zero=False)
+        empty = torch.isnan(x).flatten(1).any(dim=1).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        x = torch.nan_to_num(x, nan=0.0)
         x = ops.box_dilate(x, int(p["dilation_factor"] * 2) + 1)
         size = tuple(frames.shape[-2:])
-        heat = ops.resize(ops.apply_colormap(x, "viridis").float(), size, "bilinear")
-        bw = ops.resize(ops.apply_colormap(x, "greys_r")[:, :1].float(), size, "bilinear")
-        heat = ops.to_uint8(heat, 1.0)
-        bw = ops.to_uint8(bw, 1.0)
-        heatmap = ops.blend(frames, heat, 0.5)
+        black = torch.zeros((), dtype=torch.uint8, device=x.device)
+        heat = torch.where(empty, black, ops.apply_colormap(x, "viridis"))
+        bw = torch.where(empty, black, ops.apply_colormap(x, "greys_r")[:, :1])
+        heat = ops.resize_cv2_linear(heat, size)  # the seed's cv2.resize(INTER_LINEAR) of uint8, bit for bit
+        bw = ops.resize_cv2_linear(bw, size)
+        heatmap = ops.blend(frames, heat, 0.5)  # cv2.addWeighted(frame, 0.5, heat, 0.5, 0)
         return VariantOutput(mask=bw.float() / 255.0, heatmap=heatmap, extra={"bw": bw.expand(-1, 3, -1, -1)})
 
 
@@ -153,14 +159,15 @@ class EssentialsVariant(Variant):
         return [prompt]
 
     def postprocess(self, logits, frames, prompt, p):
-        x = (torch.sigmoid(logits[:, :1]) > p["threshold"])
+        x = torch.sigmoid(logits[:, :1]) > p["threshold"]  # bool, as the seed's
         smooth = int(p["smooth"])
-        x = x.float()
         if smooth > 0:
             smooth += 1 - smooth % 2
             # torchvision blurs the *boolean* mask in float and casts back with .to(bool):
-            # any non-zero value becomes True, so the blur acts as a k x k dilation.
-            x = (ops.gaussian_blur_torchvision(x, smooth) != 0).float()
+            # any non-zero value becomes True, so the blur acts as a k x k dilation
+            # (reflect-padded), not as a majority filter.
+            x = ops.gaussian_blur_torchvision(x, smooth)
+        x = x.float()
         if p["dilate"]:
             x = ops.cross_dilate(x, int(p["dilate"]))
         blur = int(p["blur"])
