@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import math
+
 import torch
 import torch.nn.functional as F
 
