@@ -9,9 +9,8 @@ can be faithful to them.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,757 @@
+"""Temporal smoothing of mask logits: one explicit state object per method.
+
+CLIPSeg sees every frame on its own, so its masks flicker. A smoother sits
+between inference and a variant's post-processing: it takes a batch of logits
+``(B, P, S, S)`` with the batch's frames ``(B, 3, H, W)`` and an opaque per-frame
+payload, smooths in probability space (``sigmoid``), and hands back logits
+(``torch.logit`` with a clamp of :data:`LOGIT_EPS`) so that every variant's
+post-processing runs unchanged after it.
+
+Methods (:data:`TEMPORAL_METHODS`, built by :func:`make_temporal`):
+
+=============  ==========================================  ======  =================
+method         state object                                causal  delay (frames)
+=============  ==========================================  ======  =================
+``none``       :class:`IdentitySmoother` (logits untouched)  yes     0
+``ema``        :class:`EmaSmoother`                          yes     0
+``median``     :class:`MedianSmoother`                       [1]_    ``window // 2``
+``mean``       :class:`MeanSmoother`                         [1]_    ``window // 2``
+``hysteresis`` :class:`HysteresisSmoother` (0/1 output)      yes     0
+``flow``       :class:`FlowSmoother` (motion compensated)    yes     0
+=============  ==========================================  ======  =================
+
+.. [1] centered windows look ahead ``window // 2`` frames; ``window_align='trailing'``
+   makes them causal (no delay, but a moving edge lags).
+
+Every method except ``none`` watches for scene cuts (:class:`SceneCutDetector`:
+mean absolute difference of 32x32 gray thumbnails above ``cut_threshold``) and
+starts afresh at a cut, so a mask never bleeds across one; windowed methods
+never mix frames from two scenes.
+
+The protocol (kept by every smoother):
+
+* ``update(logits, frames, payload) -> (logits, frames, payload)``: may return
+  fewer frames than it was given (look-ahead delay) and return the held ones on
+  later calls, in order, each with its own frame and payload;
+* ``flush()`` at the end of the stream returns what is still held and resets;
+* ``reset()`` forgets everything (held frames included);
+* ``state_dict()`` / ``load_state_dict(state)``: processing a clip in chunks, or
+  handing the state from one worker to another, gives exactly the output of one
+  pass;
+* attributes ``method``, ``causal`` and ``delay``.
+
+One smoother follows one stream: the frames of consecutive calls must be
+consecutive frames of the same video.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ParameterError
+from .params import Param, ParamSet
+
+__all__ = [
+    "TEMPORAL_METHODS",
+    "TEMPORAL_PARAMS",
+    "METHOD_PARAMS",
+    "LOGIT_EPS",
+    "make_temporal",
+    "TemporalSmoother",
+    "IdentitySmoother",
+    "EmaSmoother",
+    "MedianSmoother",
+    "MeanSmoother",
+    "HysteresisSmoother",
+    "FlowSmoother",
+    "SceneCutDetector",
+    "gray_frames",
+    "thumbnails",
+    "warp",
+]
+
+LOGIT_EPS = 1e-6
+"""Probabilities are clamped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` before ``torch.logit`` (|logit| <= 13.8)."""
+
+THUMB_SIDE = 32
+"""Side of the gray thumbnails the scene-cut detector compares."""
+
+TEMPORAL_METHODS = ("none", "ema", "median", "mean", "hysteresis", "flow")
+FlowAlgorithm = Literal["dis_ultrafast", "dis_fast", "dis_medium", "farneback"]
+WindowAlign = Literal["centered", "trailing"]
+FLOW_ALGORITHMS = ("dis_ultrafast", "dis_fast", "dis_medium", "farneback")
+
+DEFAULT_CUT_THRESHOLD = 0.2
+DEFAULT_FLOW_STRENGTH = 0.8
+DEFAULT_FLOW_ERROR = 0.04
+DEFAULT_FLOW_SIDE = 160
+DEFAULT_FLOW_ALGORITHM = "dis_fast"
+
+TEMPORAL_PARAMS = ParamSet((
+    Param("temporal", "choice", "none", "temporal smoothing of the masks between frames", choices=TEMPORAL_METHODS),
+    Param("ema_alpha", "float", 0.5, "ema: weight of the current frame (1 = no smoothing; lower = smoother but lags)",
+          min=0.01, max=1.0, step=0.01),
+    Param("window", "int", 5, "median/mean: frames in the window", min=1, max=31),
+    Param("window_align", "choice", "centered",
+          "median/mean: 'centered' looks ahead window//2 frames (output delayed, no lag); 'trailing' is causal but lags",
+          choices=("centered", "trailing")),
+    Param("hysteresis_on", "float", 0.6, "hysteresis: a pixel turns on when its probability reaches this",
+          min=0.0, max=1.0, step=0.01),
+    Param("hysteresis_off", "float", 0.4, "hysteresis: a pixel turns off when its probability falls to this",
+          min=0.0, max=1.0, step=0.01),
+    Param("flow_strength", "float", DEFAULT_FLOW_STRENGTH,
+          "flow: weight of the motion-compensated previous mask where the warp is reliable (0 = no smoothing)",
+          min=0.0, max=0.99, step=0.01),
+    Param("flow_error", "float", DEFAULT_FLOW_ERROR,
+          "flow: photometric error (gray, 0-1) of the warp at which the previous mask's weight falls to 1/e",
+          min=0.001, max=1.0, step=0.005),
+    Param("flow_side", "int", DEFAULT_FLOW_SIDE, "flow: longest side of the gray frames the optical flow is computed on",
+          min=16, max=2048),
+    Param("flow_algorithm", "choice", DEFAULT_FLOW_ALGORITHM, "flow: OpenCV optical flow (DIS preset or Farneback)",
+          choices=FLOW_ALGORITHMS),
+    Param("cut_threshold", "float", DEFAULT_CUT_THRESHOLD,
+          "scene cut when the mean gray difference (0-1) of 32x32 thumbnails of consecutive frames exceeds this; "
+          "the smoothing state resets (1 = never)", min=0.0, max=1.0, step=0.01),
+))
+"""Every temporal parameter, declared once (CLI flags, pipeline-file keys, ComfyUI inputs)."""
+
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "ema": ("ema_alpha", "cut_threshold"),
+    "median": ("window", "window_align", "cut_threshold"),
+    "mean": ("window", "window_align", "cut_threshold"),
+    "hysteresis": ("hysteresis_on", "hysteresis_off", "cut_threshold"),
+    "flow": ("flow_strength", "flow_error", "flow_side", "flow_algorithm", "cut_threshold"),
+}
+"""The keys of :data:`TEMPORAL_PARAMS` each method uses."""
+
+
+# ---------------------------------------------------------------------------
+# functions
+# ---------------------------------------------------------------------------
+def _check_batch(logits: torch.Tensor, frames: torch.Tensor, payload: Sequence[Any]) -> int:
+    if not isinstance(logits, torch.Tensor) or not isinstance(frames, torch.Tensor):
+        raise TypeError(f"logits and frames must be torch.Tensor, got {type(logits).__name__} and {type(frames).__name__}")
+    if logits.dim() != 4:
+        raise ValueError(f"logits must have shape (B, P, S, S), got {tuple(logits.shape)}")
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must have shape (B, 3, H, W), got {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 RGB, got {frames.dtype}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be floating point, got {logits.dtype}")
+    b = logits.shape[0]
+    if frames.shape[0] != b or len(payload) != b:
+        raise ValueError(f"logits, frames and payload must hold the same number of frames, "
+                         f"got {b}, {frames.shape[0]} and {len(payload)}")
+    return b
+
+
+def to_logits(prob: torch.Tensor) -> torch.Tensor:
+    """Probabilities to float32 logits, clamped to ``[LOGIT_EPS, 1 - LOGIT_EPS]`` first."""
+    return torch.logit(prob.float(), eps=LOGIT_EPS)
+
+
+def gray_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Downscaled gray frames, on the frames' device.
+
+    Args:
+        frames: ``(B, 3, H, W)`` uint8 RGB.
+        size: ``(h, w)`` of the result (area averaging).
+
+    Returns:
+        ``(B, h, w)`` uint8 gray (BT.601 weights), rounded.
+
+    Example:
+        >>> gray_frames(torch.full((2, 3, 8, 8), 200, dtype=torch.uint8), (4, 4)).shape
+        torch.Size([2, 4, 4])
+    """
+    x = frames.float()
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    if tuple(gray.shape[-2:]) != tuple(size):
+        gray = F.interpolate(gray, size=size, mode="area")
+    return gray[:, 0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def thumbnails(frames: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
+    """``(B, 3, H, W)`` uint8 -> ``(B, side, side)`` float32 gray thumbnails in ``[0, 1]``, on the host."""
+    x = frames.float()
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    return (F.interpolate(gray, size=(side, side), mode="area")[:, 0] / 255.0).cpu()
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``x`` by a flow given in normalized coordinates.
+
+    ``out[..., y, x] = x[..., y + flow_y, x + flow_x]`` (bilinear, border padding),
+    with the flow in units of half the image (``grid_sample``'s, ``align_corners=False``).
+
+    Args:
+        x: ``(B, C, H, W)`` float.
+        flow: ``(B, 2, H, W)`` float, ``(dx, dy)`` normalized offsets.
+
+    Returns:
+        ``(B, C, H, W)``.
+
+    Example:
+        >>> warp(torch.rand(1, 2, 5, 5), torch.zeros(1, 2, 5, 5)).shape
+        torch.Size([1, 2, 5, 5])
+    """
+    b, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    grid = base.unsqueeze(0) + flow.permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _flow_size(h: int, w: int, side: int) -> tuple[int, int]:
+    scale = min(1.0, side / max(h, w))
+    return max(8, round(h * scale)), max(8, round(w * scale))
+
+
+# ---------------------------------------------------------------------------
+# scene cuts
+# ---------------------------------------------------------------------------
+class SceneCutDetector:
+    """Flags the frames that start a new scene.
+
+    A frame starts a scene when it is the first one seen (after construction or
+    :meth:`reset`) or when the mean absolute difference between its 32x32 gray
+    thumbnail and the previous frame's (values in ``[0, 1]``) exceeds
+    ``threshold``. Thumbnails average away texture and noise, so a camera pan or
+    a moving object scores far lower than a cut between two shots.
+
+    Args:
+        threshold: in ``[0, 1]``; 1 never cuts (except on the first frame).
+    """
+
+    def __init__(self, *, threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ParameterError("cut_threshold", threshold, "a number in [0, 1]")
+        self.threshold = float(threshold)
+        self._prev: torch.Tensor | None = None
+        self.last_scores: list[float] = []  # the difference scores of the last update (first frame: inf)
+
+    def update(self, frames: torch.Tensor) -> list[bool]:
+        """``(B, 3, H, W)`` uint8 -> ``B`` flags, True where a frame starts a new scene."""
+        thumbs = thumbnails(frames)
+        flags, scores = [], []
+        prev = self._prev
+        for t in thumbs:
+            score = math.inf if prev is None else float((t - prev).abs().mean())
+            scores.append(score)
+            flags.append(score > self.threshold or prev is None)
+            prev = t
+        self._prev = prev
+        self.last_scores = scores
+        return flags
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prev": None if self._prev is None else self._prev.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        prev = state["prev"]
+        self._prev = None if prev is None else prev.detach().cpu().clone()
+
+
+# ---------------------------------------------------------------------------
+# smoothers
+# ---------------------------------------------------------------------------
+class TemporalSmoother:
+    """Base class: batch checks, scene cuts, empty outputs, state hand-over.
+
+    Subclasses implement :meth:`_smooth` (and, when they hold state,
+    :meth:`_reset`, :meth:`_state` and :meth:`_load_state`).
+    """
+
+    method: str = ""
+    causal: bool = True
+    delay: int = 0
+
+    def __init__(self, *, cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        self.cuts = SceneCutDetector(threshold=cut_threshold)
+        self._shapes: tuple[tuple[int, ...], tuple[int, ...], torch.device] | None = None  # for empty outputs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()}causal={self.causal}, delay={self.delay})"
+
+    def _describe(self) -> str:
+        return f"cut_threshold={self.cuts.threshold}, "
+
+    # -- protocol ------------------------------------------------------------
+    def update(self, logits: torch.Tensor, frames: torch.Tensor, payload: Sequence[Any]
+               ) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """Smooth one batch of consecutive frames.
+
+        Args:
+            logits: ``(B, P, S, S)`` float logits (``P`` prompts, ``S`` the model side).
+            frames: ``(B, 3, H, W)`` uint8 RGB frames the logits were computed from,
+                on the same device.
+            payload: ``B`` opaque per-frame items (e.g. ``(index, pts, host frame)``),
+                returned with their frame.
+
+        Returns:
+            ``(logits, frames, payload)`` with ``B' <= B + held`` frames: float32
+            logits ``(B', P, S, S)``, frames ``(B', 3, H, W)`` and a list of ``B'``
+            payload items, in stream order. Delayed methods return fewer frames
+            at the start of a stream and the rest on later calls or at :meth:`flush`.
+        """
+        b = _check_batch(logits, frames, payload)
+        self._shapes = (tuple(logits.shape[1:]), tuple(frames.shape[1:]), logits.device)
+        if b == 0:
+            return self._empty()
+        cuts = self.cuts.update(frames)
+        return self._smooth(logits.float(), frames, list(payload), cuts)
+
+    def flush(self) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """End of stream: return the frames still held (none for causal methods) and reset."""
+        out = self._flush()
+        self.reset()
+        return out
+
+    def reset(self) -> None:
+        """Forget the stream: state, scene-cut memory and any held frames."""
+        self.cuts.reset()
+        self._reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the stream elsewhere (tensors are copies).
+
+        Held frames and their payload items are part of the state.
+        """
+        return {"method": self.method, "cuts": self.cuts.state_dict(), "shapes": self._shapes, **self._state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a smoother of the same method and parameters."""
+        if state.get("method") != self.method:
+            raise ParameterError("state", state.get("method"), f"the state of a {self.method!r} smoother")
+        self.cuts.load_state_dict(state["cuts"])
+        self._shapes = state.get("shapes")
+        self._load_state(state)
+
+    # -- for subclasses ------------------------------------------------------
+    def _smooth(self, logits, frames, payload, cuts):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _flush(self) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        return self._empty()
+
+    def _reset(self) -> None:
+        pass
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _empty(self) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        if self._shapes is None:
+            return torch.empty(0, 0, 0, 0), torch.empty(0, 3, 0, 0, dtype=torch.uint8), []
+        lshape, fshape, device = self._shapes
+        return (torch.empty((0, *lshape), device=device),
+                torch.empty((0, *fshape), dtype=torch.uint8, device=device), [])
+
+
+def _clone(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.detach().clone()
+
+
+class IdentitySmoother(TemporalSmoother):
+    """``none``: the logits pass through untouched (same tensor), no cut detection."""
+
+    method = "none"
+
+    def __init__(self) -> None:
+        super().__init__(cut_threshold=1.0)
+
+    def _describe(self) -> str:
+        return ""
+
+    def update(self, logits, frames, payload):
+        b = _check_batch(logits, frames, payload)
+        self._shapes = (tuple(logits.shape[1:]), tuple(frames.shape[1:]), logits.device)
+        return (logits, frames, list(payload)) if b else self._empty()
+
+
+class EmaSmoother(TemporalSmoother):
+    """``ema``: exponential moving average of probabilities.
+
+    ``s_t = alpha * p_t + (1 - alpha) * s_{t-1}``, ``s = p`` on the first frame of
+    a scene. Causal, no delay; a moving edge trails by about ``(1 - alpha) / alpha``
+    frames (the trade-off the OBS background-removal plugin makes).
+
+    Args:
+        alpha: weight of the current frame, in ``(0, 1]``.
+        cut_threshold: see :class:`SceneCutDetector`.
+    """
+
+    method = "ema"
+
+    def __init__(self, *, alpha: float = 0.5, cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        super().__init__(cut_threshold=cut_threshold)
+        if not 0.0 < alpha <= 1.0:
+            raise ParameterError("ema_alpha", alpha, "a number in (0, 1]")
+        self.alpha = float(alpha)
+        self._prev: torch.Tensor | None = None
+
+    def _describe(self) -> str:
+        return f"alpha={self.alpha}, " + super()._describe()
+
+    def _smooth(self, logits, frames, payload, cuts):
+        prob = torch.sigmoid(logits)
+        out = torch.empty_like(prob)
+        prev = None if self._prev is None else self._prev.to(prob.device)
+        for i, cut in enumerate(cuts):
+            prev = prob[i] if (cut or prev is None or prev.shape != prob[i].shape) else \
+                torch.lerp(prev, prob[i], self.alpha)
+            out[i] = prev
+        self._prev = prev.clone()
+        return to_logits(out), frames, payload
+
+    def _reset(self) -> None:
+        self._prev = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"prev": _clone(self._prev)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._prev = _clone(state["prev"])
+
+
+class HysteresisSmoother(TemporalSmoother):
+    """``hysteresis``: a binary mask with separate on and off thresholds.
+
+    A pixel turns on when its probability reaches ``on``, turns off when it falls
+    to ``off`` and otherwise keeps its previous value, so pixels hovering near a
+    single threshold stop blinking. On the first frame of a scene pixels start on
+    where the probability reaches ``(on + off) / 2``. Output probabilities are 0
+    or 1 (logits ``-+13.8``): meant for binary outputs.
+
+    Args:
+        on, off: thresholds with ``0 <= off <= on <= 1``.
+        cut_threshold: see :class:`SceneCutDetector`.
+    """
+
+    method = "hysteresis"
+
+    def __init__(self, *, on: float = 0.6, off: float = 0.4, cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        super().__init__(cut_threshold=cut_threshold)
+        if not 0.0 <= off <= on <= 1.0:
+            raise ParameterError("hysteresis_off", off, f"a number in [0, hysteresis_on={on}]")
+        self.on, self.off = float(on), float(off)
+        self._prev: torch.Tensor | None = None  # bool (P, S, S)
+
+    def _describe(self) -> str:
+        return f"on={self.on}, off={self.off}, " + super()._describe()
+
+    def _smooth(self, logits, frames, payload, cuts):
+        prob = torch.sigmoid(logits)
+        out = torch.empty(prob.shape, dtype=torch.bool, device=prob.device)
+        prev = None if self._prev is None else self._prev.to(prob.device)
+        for i, cut in enumerate(cuts):
+            p = prob[i]
+            if cut or prev is None or prev.shape != p.shape:
+                prev = p >= 0.5 * (self.on + self.off)
+            else:
+                prev = (p >= self.on) | (prev & (p > self.off))
+            out[i] = prev
+        self._prev = prev.clone()
+        return to_logits(out.float()), frames, payload
+
+    def _reset(self) -> None:
+        self._prev = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"prev": _clone(self._prev)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._prev = _clone(state["prev"])
+
+
+class WindowSmoother(TemporalSmoother):
+    """Base of ``median`` and ``mean``: a reduction over a window of ``window`` frames.
+
+    Centered windows cover ``window - 1 - window // 2`` frames before and
+    ``window // 2`` after the output frame, so the output is delayed by
+    ``window // 2`` frames: :meth:`update` returns fewer frames at first and the
+    held ones later (with their own frames and payload), :meth:`flush` returns
+    the rest with windows truncated at the end of the stream. Trailing windows
+    cover the ``window`` frames up to the output frame: causal, no delay.
+    Windows never reach across a scene cut.
+
+    Args:
+        window: frames in the window (1 = no smoothing).
+        align: ``centered`` or ``trailing``.
+        cut_threshold: see :class:`SceneCutDetector`.
+    """
+
+    def __init__(self, *, window: int = 5, align: WindowAlign = "centered",
+                 cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        super().__init__(cut_threshold=cut_threshold)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ParameterError("window", window, "an integer >= 1")
+        if align not in ("centered", "trailing"):
+            raise ParameterError("window_align", align, "one of 'centered', 'trailing'")
+        self.window, self.align = window, align
+        self.after = window // 2 if align == "centered" else 0
+        self.before = window - 1 - self.after
+        self.delay = self.after
+        self.causal = self.after == 0
+        self._reset()
+
+    def _describe(self) -> str:
+        return f"window={self.window}, align={self.align!r}, " + super()._describe()
+
+    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:  # (n, P, S, S) -> (P, S, S)
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        self._items: list[tuple[torch.Tensor, torch.Tensor, Any, int]] = []  # (prob, frame, payload, scene)
+        self._first = 0  # stream index of _items[0]
+        self._next = 0  # stream index of the next frame to return
+        self._scene = -1
+
+    def _smooth(self, logits, frames, payload, cuts):
+        prob = torch.sigmoid(logits)
+        for i, cut in enumerate(cuts):
+            self._scene += int(cut)
+            self._items.append((prob[i], frames[i], payload[i], self._scene))
+        return self._emit(self._first + len(self._items) - self.after)
+
+    def _flush(self):
+        return self._emit(self._first + len(self._items))
+
+    def _emit(self, stop: int):
+        """Return the frames with stream index in ``[_next, stop)`` and drop what no window needs any more."""
+        end = self._first + len(self._items)
+        out_p, out_f, out_x = [], [], []
+        for j in range(self._next, stop):
+            scene = self._items[j - self._first][3]
+            lo, hi = max(self._first, j - self.before), min(end, j + self.after + 1)
+            win = [it[0] for it in self._items[lo - self._first:hi - self._first] if it[3] == scene]
+            out_p.append(self._reduce(torch.stack(win)))
+            _, frame, item, _ = self._items[j - self._first]
+            out_f.append(frame)
+            out_x.append(item)
+        self._next = max(self._next, stop)
+        drop = max(0, min(self._next - self.before, end) - self._first)
+        del self._items[:drop]
+        self._first += drop
+        if not out_p:
+            return self._empty()
+        return to_logits(torch.stack(out_p)), torch.stack(out_f), out_x
+
+    def _state(self) -> dict[str, Any]:
+        return {"items": [(p.clone(), f.clone(), x, s) for p, f, x, s in self._items],
+                "first": self._first, "next": self._next, "scene": self._scene}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._items = [(p.clone(), f.clone(), x, s) for p, f, x, s in state["items"]]
+        self._first, self._next, self._scene = state["first"], state["next"], state["scene"]
+
+
+class MedianSmoother(WindowSmoother):
+    """``median``: per-pixel median of the probabilities in the window (see :class:`WindowSmoother`).
+
+    With an even number of frames (a truncated window) the two middle values are averaged.
+    """
+
+    method = "median"
+
+    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:
+        n = probs.shape[0]
+        if n == 1:
+            return probs[0]
+        s = probs.sort(dim=0).values
+        return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+class MeanSmoother(WindowSmoother):
+    """``mean``: per-pixel mean of the probabilities in the window (see :class:`WindowSmoother`)."""
+
+    method = "mean"
+
+    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs.mean(dim=0)
+
+
+class FlowSmoother(TemporalSmoother):
+    """``flow``: motion-compensated recursive smoothing.
+
+    For each frame, the dense optical flow from the current to the previous frame
+    is computed with OpenCV (DIS or Farneback) on gray frames downscaled to
+    ``flow_side``; the previous *smoothed* probability map is warped along it to
+    the current frame, and blended with the current probabilities::
+
+        s_t = w * warp(s_{t-1}) + (1 - w) * p_t,
+        w   = strength * exp(-(e / error_scale)^2)
+
+    where ``e`` is the photometric error of the warp, ``|gray_t - warp(gray_{t-1})|``
+    (0-1, max over a 3x3 neighbourhood), and ``w = 0`` where the flow points
+    outside the previous frame. Where the warp is right the mask is averaged
+    along the motion (no trailing edge); where it is wrong (occlusions, objects
+    appearing, flow errors) the current frame wins. ``s = p`` on the first frame
+    of a scene. Causal, no delay.
+
+    The flow runs on host copies of the small gray frames (one transfer per
+    batch); warping and blending stay on the logits' device.
+
+    Args:
+        strength: the blend weight of the warped previous map where the warp is
+            perfect, in ``[0, 1)``.
+        error_scale: photometric error (gray, 0-1) at which the weight falls to ``1/e`` of ``strength``.
+        flow_side: longest side of the gray frames the flow is computed on.
+        algorithm: ``dis_ultrafast``, ``dis_fast``, ``dis_medium`` or ``farneback``.
+        cut_threshold: see :class:`SceneCutDetector`.
+    """
+
+    method = "flow"
+
+    def __init__(self, *, strength: float = DEFAULT_FLOW_STRENGTH, error_scale: float = DEFAULT_FLOW_ERROR,
+                 flow_side: int = DEFAULT_FLOW_SIDE, algorithm: FlowAlgorithm = DEFAULT_FLOW_ALGORITHM,
+                 cut_threshold: float = DEFAULT_CUT_THRESHOLD) -> None:
+        super().__init__(cut_threshold=cut_threshold)
+        if not 0.0 <= strength < 1.0:
+            raise ParameterError("flow_strength", strength, "a number in [0, 1)")
+        if not error_scale > 0:
+            raise ParameterError("flow_error", error_scale, "a number > 0")
+        if isinstance(flow_side, bool) or not isinstance(flow_side, int) or flow_side < 16:
+            raise ParameterError("flow_side", flow_side, "an integer >= 16")
+        if algorithm not in FLOW_ALGORITHMS:
+            raise ParameterError("flow_algorithm", algorithm, "one of " + ", ".join(repr(a) for a in FLOW_ALGORITHMS))
+        self.strength, self.error_scale = float(strength), float(error_scale)
+        self.flow_side, self.algorithm = flow_side, algorithm
+        self._engine = None  # the OpenCV flow object (stateless between calls; not part of the state)
+        self._reset()
+
+    def _describe(self) -> str:
+        return (f"strength={self.strength}, error_scale={self.error_scale}, flow_side={self.flow_side}, "
+                f"algorithm={self.algorithm!r}, " + super()._describe())
+
+    def _reset(self) -> None:
+        self._prev: torch.Tensor | None = None  # (P, S, S) smoothed probabilities of the previous frame
+        self._prev_gray: np.ndarray | None = None  # (h, w) uint8
+
+    def _state(self) -> dict[str, Any]:
+        return {"prev": _clone(self._prev),
+                "prev_gray": None if self._prev_gray is None else torch.from_numpy(self._prev_gray.copy())}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._prev = _clone(state["prev"])
+        g = state["prev_gray"]
+        self._prev_gray = None if g is None else g.detach().cpu().numpy().copy()
+
+    # -- motion --------------------------------------------------------------
+    def _flow(self, cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """``(h, w, 2)`` float32 pixel flow with ``cur(x) ~ prev(x + flow(x))``."""
+        import cv2
+
+        if self.algorithm == "farneback":
+            return cv2.calcOpticalFlowFarneback(cur, prev, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        if self._engine is None:
+            preset = {"dis_ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "dis_fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                      "dis_medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[self.algorithm]
+            self._engine = cv2.DISOpticalFlow_create(preset)
+        return self._engine.calc(cur, prev, None)
+
+    def motion(self, cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """Flow and reliability of one frame pair, on the host.
+
+        Args:
+            cur, prev: ``(h, w)`` uint8 gray frames.
+
+        Returns:
+            ``(3, h, w)`` float32: normalized flow ``(dx, dy)`` (see :func:`warp`) and the
+            blend weight ``strength * exp(-(e / error_scale)^2)``, 0 where the flow leaves the frame.
+        """
+        import cv2
+
+        h, w = cur.shape
+        flow = self._flow(cur, prev)
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        mx, my = gx + flow[..., 0], gy + flow[..., 1]
+        warped = cv2.remap(prev, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        err = np.abs(cur.astype(np.float32) - warped.astype(np.float32)) * (1.0 / 255.0)
+        err = cv2.dilate(err, np.ones((3, 3), np.uint8))
+        weight = self.strength * np.exp(-np.square(err * (1.0 / self.error_scale)))
+        outside = (mx < -0.5) | (mx > w - 0.5) | (my < -0.5) | (my > h - 0.5)
+        weight[outside] = 0.0
+        return np.stack([flow[..., 0] * (2.0 / w), flow[..., 1] * (2.0 / h), weight]).astype(np.float32)
+
+    def _smooth(self, logits, frames, payload, cuts):
+        prob = torch.sigmoid(logits)
+        b, _, s_h, s_w = prob.shape
+        h, w = _flow_size(frames.shape[2], frames.shape[3], self.flow_side)
+        grays = gray_frames(frames, (h, w)).cpu().numpy()
+        fields = np.zeros((b, 3, h, w), np.float32)
+        linked = []  # whether frame i is blended with its predecessor
+        prev_gray = self._prev_gray
+        for i in range(b):
+            ok = not cuts[i] and prev_gray is not None and prev_gray.shape == grays[i].shape
+            if ok:
+                fields[i] = self.motion(grays[i], prev_gray)
+            linked.append(ok)
+            prev_gray = grays[i]
+        prev = None if self._prev is None else self._prev.to(prob.device)
+        if any(linked):
+            field = torch.from_numpy(fields).to(prob.device)
+            if (h, w) != (s_h, s_w):
+                field = F.interpolate(field, size=(s_h, s_w), mode="bilinear", align_corners=False)
+        out = torch.empty_like(prob)
+        for i in range(b):
+            if linked[i] and prev is not None and prev.shape == prob[i].shape:
+                warped = warp(prev.unsqueeze(0), field[i:i + 1, :2])[0]
+                prev = torch.lerp(prob[i], warped, field[i, 2:3])
+            else:
+                prev = prob[i]
+            out[i] = prev
+        self._prev = prev.clone()
+        self._prev_gray = prev_gray.copy()
+        return to_logits(out), frames, payload
+
+
+# ---------------------------------------------------------------------------
+# factory
+# ---------------------------------------------------------------------------
+def make_temporal(name: str = "none", **params: Any) -> TemporalSmoother:
+    """Build the smoother for a method of :data:`TEMPORAL_METHODS`.
+
+    Args:
+        name: the method.
+        **params: keys of :data:`TEMPORAL_PARAMS` (validated; missing ones take their
+            defaults). Keys another method uses are accepted and ignored, so the whole
+            validated flag set can be passed; ``temporal``, when given, must equal ``name``.
+
+    Raises:
+        ParameterError: unknown method, unknown key or a value out of range.
+
+    Example:
+        >>> make_temporal("ema", ema_alpha=0.3)
+        EmaSmoother(alpha=0.3, cut_threshold=0.2, causal=True, delay=0)
+    """
+    TEMPORAL_PARAMS["temporal"].validate(name)
+    if "temporal" in params and params.pop("temporal") != name:
+        raise ParameterError("temporal", name, "the same method as the 'temporal' key")
+    p = TEMPORAL_PARAMS.validate(params)
+    if name == "none":
+        return IdentitySmoother()
+    cut = p["cut_threshold"]
+    if name == "ema":
+        return EmaSmoother(alpha=p["ema_alpha"], cut_threshold=cut)
+    if name in ("median", "mean"):
+        cls = MedianSmoother if name == "median" else MeanSmoother
+        return cls(window=p["window"], align=p["window_align"], cut_threshold=cut)
+    if name == "hysteresis":
+        return HysteresisSmoother(on=p["hysteresis_on"], off=p["hysteresis_off"], cut_threshold=cut)
+    return FlowSmoother(strength=p["flow_strength"], error_scale=p["flow_error"], flow_side=p["flow_side"],
+                        algorithm=p["flow_algorithm"], cut_threshold=cut)
