@@ -331,13 +331,14 @@ class StreamMaskMaskByText:
         prompts = variant.prompts(prompt, p)
         raw, thresholded = torch.empty(b, h, w), torch.empty(b, h, w)
         progress = _ComfyProgress(b)
+        state: dict = {}  # running normalisation carries its statistics across chunks
         for s in _chunks(b, max(1, CHUNK_FRAMES * seg.size ** 2 // size ** 2)):
             progress.check()
             x = frames[s]
             with torch.inference_mode():
                 logits = seg.logits(seg.preprocess(x.permute(0, 3, 1, 2), mode="imagenet_float", size=size), prompts)
                 u8 = quantize_round(x).to(seg.device).permute(0, 3, 1, 2)  # frames are only used for their size
-                out = variant.postprocess(logits, u8, prompt, chunk_params)
+                out = variant.postprocess(logits, u8, prompt, chunk_params, state)
             raw[s] = out.extra["raw_mask"][:, 0].cpu()
             thresholded[s] = out.extra["thresholded_mask"][:, 0].cpu()
             progress.update(s.stop - s.start)

@@ -136,6 +136,11 @@ class MaskPipeline:
         self.variants = normalize_variants(variants)
         self.heatmap_alpha = RUN_PARAMS["heatmap_alpha"].validate(heatmap_alpha)
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
+        self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
+
+    def reset(self) -> None:
+        """Forget per-stream state (call between videos)."""
+        self.state = {name: {} for name in self.variants}
 
     @property
     def device(self) -> torch.device:
@@ -181,7 +186,7 @@ class MaskPipeline:
         for name, params in self.variants.items():
             key, prompts = needs[name]
             idx = [groups[key].index(p) for p in prompts]
-            out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params)
+            out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params, self.state[name])
         return out
 
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],

@@ -63,7 +63,8 @@ class Variant(ABC):
         return default
 
     @abstractmethod
-    def postprocess(self, logits: torch.Tensor, frames: torch.Tensor, prompt: str, p: Mapping[str, Any]) -> VariantOutput:
+    def postprocess(self, logits: torch.Tensor, frames: torch.Tensor, prompt: str, p: Mapping[str, Any],
+                    state: dict | None = None) -> VariantOutput:
         """Turn logits into outputs.
 
         Args:
@@ -71,6 +72,8 @@ class Variant(ABC):
             frames: ``(B, 3, H, W)`` uint8 RGB on the same device.
             prompt: the prompt text as the user gave it.
             p: validated parameters.
+            state: a dict the caller keeps for one stream (one per variant and video), for
+                variants whose output depends on earlier batches; ``None`` for stateless use.
         """
 
     def validate(self, values: Mapping[str, Any] | None, *, where: str | None = None) -> dict[str, Any]:
@@ -90,7 +93,7 @@ class SoftVariant(Variant):
         Param("invert", "bool", False, "invert the mask (1 - mask)"),
     ), owner="soft")
 
-    def postprocess(self, logits, frames, prompt, p):
+    def postprocess(self, logits, frames, prompt, p, state=None):
         prob = torch.sigmoid(logits).amax(dim=1, keepdim=True)
         if p["binary"]:
             prob = (prob > p["threshold"]).float()
@@ -121,7 +124,7 @@ class MixlabVariant(Variant):
     def prompts(self, prompt, p):
         return [prompt]  # the seed encodes the text as one prompt, '|' included
 
-    def postprocess(self, logits, frames, prompt, p):
+    def postprocess(self, logits, frames, prompt, p, state=None):
         prob = torch.sigmoid(logits[:, :1])
         x = ops.threshold_keep(prob, p["threshold"])
         x = ops.gaussian_blur_scipy(x, p["blur"])
@@ -158,7 +161,7 @@ class EssentialsVariant(Variant):
     def prompts(self, prompt, p):
         return [prompt]
 
-    def postprocess(self, logits, frames, prompt, p):
+    def postprocess(self, logits, frames, prompt, p, state=None):
         x = torch.sigmoid(logits[:, :1]) > p["threshold"]  # bool, as the seed's
         smooth = int(p["smooth"])
         if smooth > 0:
@@ -190,7 +193,9 @@ class MasqueradeVariant(Variant):
         Param("negative_prompt", "str", "", "prompts to subtract, separated by '|' (empty: none)", multiline=True),
         Param("precision", "float", 0.5, "threshold of thresholded_mask (mask >= precision)", min=0.0, max=1.0, step=0.01),
         Param("normalize", "choice", "no", "rescale the mask by its min and max", choices=("no", "yes")),
-        Param("normalize_scope", "choice", "batch", "min/max over each 'batch' (the seed) or each 'frame'", choices=("batch", "frame")),
+        Param("normalize_scope", "choice", "batch",
+              "min/max over each 'batch' (the seed), each 'frame', or 'running': over all frames so far in the stream",
+              choices=("batch", "frame", "running")),
         Param("output", "choice", "raw", "which mask the mask/matte outputs carry", choices=("raw", "thresholded")),
         Param("model_size", "choice", "352", "model input side: '352' (fast) or 'max_side' (the seed: max(W, H))", choices=("352", "max_side")),
     ), owner="masquerade")
@@ -203,7 +208,7 @@ class MasqueradeVariant(Variant):
     def model_size(self, p, frame_hw, default):
         return max(frame_hw) if p["model_size"] == "max_side" else default
 
-    def postprocess(self, logits, frames, prompt, p):
+    def postprocess(self, logits, frames, prompt, p, state=None):
         n_pos = len(prompt.split("|"))
         size = tuple(frames.shape[-2:])
         prob = torch.sigmoid(ops.resize(logits, size, "nearest"))
@@ -213,6 +218,18 @@ class MasqueradeVariant(Variant):
         if p["normalize"] == "yes":
             if p["normalize_scope"] == "frame":
                 mask = ops.minmax_normalize(mask, nan_to_zero=True)
+            elif p["normalize_scope"] == "running" and state is not None:
+                # causal per-clip statistics: the min/max over every frame seen so far in this stream
+                # (frame by frame, so the result does not depend on the batch size)
+                flat = mask.flatten(1)
+                lo = torch.cummin(flat.amin(dim=1), dim=0).values
+                hi = torch.cummax(flat.amax(dim=1), dim=0).values
+                if "lo" in state:
+                    lo = torch.minimum(lo, state["lo"])
+                    hi = torch.maximum(hi, state["hi"])
+                state["lo"], state["hi"] = lo[-1], hi[-1]
+                lo, hi = lo.view(-1, 1, 1, 1), hi.view(-1, 1, 1, 1)
+                mask = torch.nan_to_num((mask - lo) / (hi - lo), nan=0.0)
             else:
                 lo, hi = mask.min(), mask.max()
                 mask = torch.nan_to_num((mask - lo) / (hi - lo), nan=0.0)

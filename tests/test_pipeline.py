@@ -107,3 +107,16 @@ def test_decoder_failure_reaches_caller(synthetic_clip, tmp_path, tiny_model, mo
 def test_bad_arguments(synthetic_clip, tmp_path, tiny_model, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         process_video(synthetic_clip, out_dir=tmp_path, segmenter=tiny_model, progress=False, **kwargs)
+
+
+def test_masquerade_running_normalisation_is_batch_size_independent(synthetic_clip, tiny_model):
+    frames = np.stack([f for b in streammask.read_batches(synthetic_clip, batch_size=12) for f in b.frames])
+    params = {"masquerade": {"normalize": "yes", "normalize_scope": "running"}}
+    one = MaskPipeline(tiny_model, prompt="person", variants=params).process(frames)["masquerade"].mask
+    pipe = MaskPipeline(tiny_model, prompt="person", variants=params)
+    chunks = torch.cat([pipe.process(frames[i:i + 5])["masquerade"].mask for i in range(0, 12, 5)])
+    torch.testing.assert_close(one, chunks, atol=1e-4, rtol=0)
+    # the first frame is normalised by its own min/max; the last by the whole clip's
+    first = one[0]
+    assert float(first.min()) == pytest.approx(0.0, abs=1e-6) and float(first.max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(one.max()) <= 1.0 + 1e-6
