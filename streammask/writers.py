@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -65,19 +66,22 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.partial{final.suffix}")
 
 
-class Writer:
-    """Protocol of every writer; use as a context manager (``abort()`` on error)."""
+class Writer(ABC):
+    """Base of every writer; use as a context manager (``abort()`` on error)."""
 
     path: Path
 
-    def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:  # pragma: no cover - protocol
-        raise TypeError("Writer is a protocol; use VideoWriter or ImageSequenceWriter")
+    @abstractmethod
+    def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
+        """Write ``(B, H, W, C)`` uint8 frames with their source timestamps."""
 
-    def close(self) -> Path:  # pragma: no cover - protocol
-        raise TypeError("Writer is a protocol")
+    @abstractmethod
+    def close(self) -> Path:
+        """Finish the file and give it its final name; returns that name."""
 
-    def abort(self) -> None:  # pragma: no cover - protocol
-        raise TypeError("Writer is a protocol")
+    @abstractmethod
+    def abort(self) -> None:
+        """Stop and remove everything written so far."""
 
     def __enter__(self):
         return self
