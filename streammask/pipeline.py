@@ -24,6 +24,7 @@ from .errors import ParameterError
 from .model import DEFAULT_MODEL, load_clipseg
 from .params import Param, ParamSet
 from .stages import SinkThread, StageTimer, prefetch
+from .temporal import TEMPORAL_PARAMS, make_temporal
 from .variants import VARIANTS, VariantOutput, get_variant
 from .video import probe, read_batches
 from .writers import FORMATS, make_writer
@@ -54,6 +55,7 @@ RUN_PARAMS = ParamSet((
     Param("max_frames", "int", None, "stop after this many frames", min=1, nullable=True),
     Param("queue_size", "int", 4, "batches buffered between stages", min=1, max=64),
     Param("progress", "bool", True, "show a progress bar on stderr"),
+    *TEMPORAL_PARAMS,
 ))
 
 
@@ -128,7 +130,7 @@ class MaskPipeline:
     """
 
     def __init__(self, segmenter: Segmenter, *, prompt: str, variants: Any = ("soft",), heatmap_alpha: float = 0.5,
-                 colormap: str = "jet") -> None:
+                 colormap: str = "jet", temporal: str = "none", **temporal_options: Any) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
         self.segmenter = segmenter
@@ -136,11 +138,15 @@ class MaskPipeline:
         self.variants = normalize_variants(variants)
         self.heatmap_alpha = RUN_PARAMS["heatmap_alpha"].validate(heatmap_alpha)
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
+        self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_options, temporal=temporal)))
+        make_temporal(**{"name": temporal, **self.temporal})  # validate now, not at the first batch
         self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
+        self._smoothers: dict[tuple[str, int], Any] = {}
 
     def reset(self) -> None:
-        """Forget per-stream state (call between videos)."""
+        """Forget per-stream state: variant statistics and temporal smoothing (call between videos)."""
         self.state = {name: {} for name in self.variants}
+        self._smoothers = {}
 
     @property
     def device(self) -> torch.device:
@@ -157,19 +163,8 @@ class MaskPipeline:
             t = t.to(self.device)
         return t.permute(0, 3, 1, 2).contiguous()
 
-    @torch.inference_mode()
-    def process(self, frames: Any) -> dict[str, VariantOutput]:
-        """Run every variant on a batch.
-
-        Args:
-            frames: ``(B, H, W, 3)`` uint8 RGB frames (numpy or torch, any device).
-
-        Returns:
-            ``{variant: VariantOutput}`` with tensors on the device.
-        """
-        x = frames if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3 else self.to_device(frames)
-        hw = tuple(x.shape[-2:])
-        # one model call per (preprocess, size): the union of every variant's prompts
+    def _plan(self, hw: tuple[int, int]):
+        """One model call per (preprocess, size): the union of every variant's prompts."""
         groups: dict[tuple[str, int], list[str]] = {}
         needs = {}
         for name, params in self.variants.items():
@@ -177,17 +172,84 @@ class MaskPipeline:
             key = (v.preprocess, v.model_size(params, hw, self.segmenter.size))
             prompts = v.prompts(self.prompt, params)
             needs[name] = (key, prompts)
-            groups.setdefault(key, [])
-            for p in prompts:
-                if p not in groups[key]:
-                    groups[key].append(p)
+            group = groups.setdefault(key, [])
+            group.extend(q for q in prompts if q not in group)
+        return groups, needs
+
+    def _logits(self, x: torch.Tensor):
+        groups, needs = self._plan(tuple(x.shape[-2:]))
         logits = {key: self.segmenter.segment(x, prompts, preprocess=key[0], size=key[1]) for key, prompts in groups.items()}
+        return logits, groups, needs
+
+    def _variants(self, logits, groups, needs, x: torch.Tensor) -> dict[str, VariantOutput]:
         out = {}
         for name, params in self.variants.items():
             key, prompts = needs[name]
-            idx = [groups[key].index(p) for p in prompts]
+            idx = [groups[key].index(q) for q in prompts]
             out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params, self.state[name])
         return out
+
+    def _as_device_frames(self, frames: Any) -> torch.Tensor:
+        if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:
+            return frames.to(self.device)
+        return self.to_device(frames)
+
+    @torch.inference_mode()
+    def process(self, frames: Any) -> dict[str, VariantOutput]:
+        """Run every variant on a batch, without temporal smoothing.
+
+        Args:
+            frames: ``(B, H, W, 3)`` uint8 RGB frames (numpy or torch, any device), or
+                ``(B, 3, H, W)`` uint8 already on the device.
+
+        Returns:
+            ``{variant: VariantOutput}`` with tensors on the device.
+        """
+        x = self._as_device_frames(frames)
+        logits, groups, needs = self._logits(x)
+        return self._variants(logits, groups, needs, x)
+
+    @torch.inference_mode()
+    def process_stream(self, frames: Any, payload: Sequence[Any]):
+        """Run a batch of consecutive frames of one stream, with temporal smoothing.
+
+        A smoother with look-ahead (centered windows) may hold frames back and return
+        them with a later call or :meth:`flush_stream`, each with its own frame and
+        payload item (pass e.g. ``(pts, host_frame)`` per frame).
+
+        Returns:
+            ``(results, frames, payload)``: ``results`` is ``{variant: VariantOutput}``
+            for the returned frames (``None`` when none is ready), ``frames`` the
+            ``(N, 3, H, W)`` device frames they belong to, ``payload`` their items.
+        """
+        x = self._as_device_frames(frames)
+        logits, groups, needs = self._logits(x)
+        if self.temporal["temporal"] == "none":
+            return self._variants(logits, groups, needs, x), x, list(payload)
+        smoothed = {}
+        x_out, pay_out = x, list(payload)
+        for key, value in logits.items():
+            smoother = self._smoothers.get(key)
+            if smoother is None:
+                smoother = self._smoothers[key] = make_temporal(**{"name": self.temporal["temporal"], **self.temporal})
+            smoothed[key], x_out, pay_out = smoother.update(value, x, list(payload))
+        if not pay_out:
+            return None, x_out, []
+        return self._variants(smoothed, groups, needs, x_out), x_out, list(pay_out)
+
+    @torch.inference_mode()
+    def flush_stream(self):
+        """End of stream: the frames a look-ahead smoother still holds, as :meth:`process_stream`."""
+        if not self._smoothers:
+            return None, None, []
+        smoothed = {}
+        x_out, pay_out = None, []
+        for key, smoother in self._smoothers.items():
+            smoothed[key], x_out, pay_out = smoother.flush()
+        if not pay_out:
+            return None, x_out, []
+        groups, needs = self._plan(tuple(x_out.shape[-2:]))
+        return self._variants(smoothed, groups, needs, x_out), x_out, list(pay_out)
 
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
                host_frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -252,6 +314,8 @@ def process_video(
     progress: bool = True,
     segmenter: Segmenter | None = None,
     on_batch: Callable[[int, int | None], None] | None = None,
+    temporal: str = "none",
+    **temporal_options: Any,
 ) -> RunSummary:
     """Mask a whole video with a text prompt, streaming, in bounded memory.
 
@@ -270,6 +334,9 @@ def process_video(
         segmenter: an already loaded model (or a test oracle); ``model`` is then ignored.
         on_batch: called as ``on_batch(frames_done, total_or_None)`` after each batch (GUI
             progress); an exception it raises stops the run like any other error (cancel).
+        temporal: temporal smoothing method (``none``, ``ema``, ``median``, ``mean``,
+            ``hysteresis``, ``flow``); ``temporal_options`` are its parameters
+            (``ema_alpha``, ``window``, ``flow_strength``, ... see ``streammask run --help``).
         Others: see ``streammask run --help`` (each keyword is a CLI flag and a pipeline-file key).
 
     Returns:
@@ -281,6 +348,7 @@ def process_video(
         outputs=outputs, model=os.fspath(model), revision=revision, device=device, dtype=dtype, batch_size=batch_size,
         mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
         heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
+        temporal=temporal, **temporal_options,
     ))
     if not prompt.strip():
         raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
@@ -291,7 +359,8 @@ def process_video(
         t0 = time.perf_counter()
         segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype)
         timer.add("load model", time.perf_counter() - t0)
-    pipe = MaskPipeline(segmenter, prompt=prompt, variants=variant_params, heatmap_alpha=heatmap_alpha, colormap=colormap)
+    pipe = MaskPipeline(segmenter, prompt=prompt, variants=variant_params, heatmap_alpha=heatmap_alpha, colormap=colormap,
+                        **{p.name: settings[p.name] for p in TEMPORAL_PARAMS})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,19 +383,25 @@ def process_video(
                                                  name=f"encode {name}.{kind}", timer=timer)
         batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames),
                            maxsize=settings["queue_size"], name="decode", timer=timer, stop=stop)
-        for batch in batches:
-            t0 = time.perf_counter()
-            x = pipe.to_device(batch.frames)
-            results = pipe.process(x)
-            rendered = {name: pipe.render(x, res, kinds, host_frames=batch.frames) for name, res in results.items()}
-            timer.add("segment + post-process", time.perf_counter() - t0)
+        def emit(results, x, payload) -> None:
+            if not payload:
+                return
+            pts = [item[0] for item in payload]
+            host = np.stack([item[1] for item in payload])
+            rendered = {name: pipe.render(x, res, kinds, host_frames=host) for name, res in results.items()}
             for name, per_kind in rendered.items():
                 for kind, arr in per_kind.items():
-                    sinks[(name, kind)].put((arr, batch.pts))
+                    sinks[(name, kind)].put((arr, pts))
+
+        for batch in batches:
+            t0 = time.perf_counter()
+            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames))))
+            timer.add("segment + post-process", time.perf_counter() - t0)
             frames_done += len(batch)
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(frames_done, total)
+        emit(*pipe.flush_stream())
         for key, sink in sinks.items():
             sink.close()
         paths = {f"{n}.{k}": w.close() for (n, k), w in writers.items()}

@@ -9,19 +9,26 @@ post-processing runs unchanged after it.
 
 Methods (:data:`TEMPORAL_METHODS`, built by :func:`make_temporal`):
 
-=============  ==========================================  ======  =================
-method         state object                                causal  delay (frames)
-=============  ==========================================  ======  =================
-``none``       :class:`IdentitySmoother` (logits untouched)  yes     0
-``ema``        :class:`EmaSmoother`                          yes     0
-``median``     :class:`MedianSmoother`                       [1]_    ``window // 2``
-``mean``       :class:`MeanSmoother`                         [1]_    ``window // 2``
-``hysteresis`` :class:`HysteresisSmoother` (0/1 output)      yes     0
-``flow``       :class:`FlowSmoother` (motion compensated)    yes     0
-=============  ==========================================  ======  =================
+==============  ====================================  ========  ==================
+method          state object                          causal    delay (frames)
+==============  ====================================  ========  ==================
+``none``        :class:`IdentitySmoother`             yes       0
+``ema``         :class:`EmaSmoother`                  yes       0
+``median``      :class:`MedianSmoother`               [1]_      ``window // 2``
+``mean``        :class:`MeanSmoother`                 [1]_      ``window // 2``
+``hysteresis``  :class:`HysteresisSmoother`           yes       0
+``flow``        :class:`FlowSmoother`                 yes       0
+==============  ====================================  ========  ==================
 
-.. [1] centered windows look ahead ``window // 2`` frames; ``window_align='trailing'``
-   makes them causal (no delay, but a moving edge lags).
+.. [1] centered windows (the default) look ahead ``window // 2`` frames;
+   ``window_align='trailing'`` makes them causal (no delay, but a moving edge lags).
+
+``none`` returns the logits untouched (the same tensor). ``hysteresis`` outputs
+probabilities of exactly 0 or 1: meant for binary outputs (``soft`` with
+``binary``, ``essentials``, ``masquerade``'s thresholded mask); on a soft variant
+it turns the soft map into a hard one. Every other method changes only the
+probabilities, and each variant applies its own threshold, blur, dilation or
+normalisation to the smoothed map exactly as it would to a single frame's.
 
 Every method except ``none`` watches for scene cuts (:class:`SceneCutDetector`:
 mean absolute difference of 32x32 gray thumbnails above ``cut_threshold``) and
@@ -47,6 +54,7 @@ consecutive frames of the same video.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -70,7 +78,7 @@ __all__ = [
     "HysteresisSmoother",
     "FlowSmoother",
     "SceneCutDetector",
-    "gray_frames",
+    "small_frames",
     "thumbnails",
     "warp",
 ]
@@ -86,11 +94,11 @@ FlowAlgorithm = Literal["dis_ultrafast", "dis_fast", "dis_medium", "farneback"]
 WindowAlign = Literal["centered", "trailing"]
 FLOW_ALGORITHMS = ("dis_ultrafast", "dis_fast", "dis_medium", "farneback")
 
-DEFAULT_CUT_THRESHOLD = 0.2
+DEFAULT_CUT_THRESHOLD = 0.12
 DEFAULT_FLOW_STRENGTH = 0.8
-DEFAULT_FLOW_ERROR = 0.04
-DEFAULT_FLOW_SIDE = 160
-DEFAULT_FLOW_ALGORITHM = "dis_fast"
+DEFAULT_FLOW_ERROR = 0.05
+DEFAULT_FLOW_SIDE = 240
+DEFAULT_FLOW_ALGORITHM = "dis_medium"
 
 TEMPORAL_PARAMS = ParamSet((
     Param("temporal", "choice", "none", "temporal smoothing of the masks between frames", choices=TEMPORAL_METHODS),
@@ -105,12 +113,12 @@ TEMPORAL_PARAMS = ParamSet((
     Param("hysteresis_off", "float", 0.4, "hysteresis: a pixel turns off when its probability falls to this",
           min=0.0, max=1.0, step=0.01),
     Param("flow_strength", "float", DEFAULT_FLOW_STRENGTH,
-          "flow: weight of the motion-compensated previous mask where the warp is reliable (0 = no smoothing)",
+          "flow: largest weight of the motion-compensated history (0.8: about the last 5 frames; 0 = no smoothing)",
           min=0.0, max=0.99, step=0.01),
     Param("flow_error", "float", DEFAULT_FLOW_ERROR,
-          "flow: photometric error (gray, 0-1) of the warp at which the previous mask's weight falls to 1/e",
+          "flow: photometric error of the warp (mean RGB difference, 0-1) at which the history's weight falls to 1/e",
           min=0.001, max=1.0, step=0.005),
-    Param("flow_side", "int", DEFAULT_FLOW_SIDE, "flow: longest side of the gray frames the optical flow is computed on",
+    Param("flow_side", "int", DEFAULT_FLOW_SIDE, "flow: longest side of the downscaled frames the optical flow runs on",
           min=16, max=2048),
     Param("flow_algorithm", "choice", DEFAULT_FLOW_ALGORITHM, "flow: OpenCV optical flow (DIS preset or Farneback)",
           choices=FLOW_ALGORITHMS),
@@ -157,25 +165,24 @@ def to_logits(prob: torch.Tensor) -> torch.Tensor:
     return torch.logit(prob.float(), eps=LOGIT_EPS)
 
 
-def gray_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Downscaled gray frames, on the frames' device.
+def small_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-downscaled frames in OpenCV's layout, on the frames' device.
 
     Args:
         frames: ``(B, 3, H, W)`` uint8 RGB.
-        size: ``(h, w)`` of the result (area averaging).
+        size: ``(h, w)`` of the result.
 
     Returns:
-        ``(B, h, w)`` uint8 gray (BT.601 weights), rounded.
+        ``(B, h, w, 3)`` uint8 RGB, rounded.
 
     Example:
-        >>> gray_frames(torch.full((2, 3, 8, 8), 200, dtype=torch.uint8), (4, 4)).shape
-        torch.Size([2, 4, 4])
+        >>> small_frames(torch.full((2, 3, 8, 8), 200, dtype=torch.uint8), (4, 4)).shape
+        torch.Size([2, 4, 4, 3])
     """
     x = frames.float()
-    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-    if tuple(gray.shape[-2:]) != tuple(size):
-        gray = F.interpolate(gray, size=size, mode="area")
-    return gray[:, 0].round_().clamp_(0, 255).to(torch.uint8)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="area")
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def thumbnails(frames: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
@@ -266,7 +273,7 @@ class SceneCutDetector:
 # ---------------------------------------------------------------------------
 # smoothers
 # ---------------------------------------------------------------------------
-class TemporalSmoother:
+class TemporalSmoother(ABC):
     """Base class: batch checks, scene cuts, empty outputs, state hand-over.
 
     Subclasses implement :meth:`_smooth` (and, when they hold state,
@@ -339,8 +346,9 @@ class TemporalSmoother:
         self._load_state(state)
 
     # -- for subclasses ------------------------------------------------------
-    def _smooth(self, logits, frames, payload, cuts):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _smooth(self, logits, frames, payload, cuts):
+        """Smooth one batch; ``cuts[i]`` says frame ``i`` starts a new scene."""
 
     def _flush(self) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         return self._empty()
@@ -382,13 +390,17 @@ class IdentitySmoother(TemporalSmoother):
         self._shapes = (tuple(logits.shape[1:]), tuple(frames.shape[1:]), logits.device)
         return (logits, frames, list(payload)) if b else self._empty()
 
+    def _smooth(self, logits, frames, payload, cuts):
+        return logits, frames, list(payload)
+
 
 class EmaSmoother(TemporalSmoother):
     """``ema``: exponential moving average of probabilities.
 
     ``s_t = alpha * p_t + (1 - alpha) * s_{t-1}``, ``s = p`` on the first frame of
-    a scene. Causal, no delay; a moving edge trails by about ``(1 - alpha) / alpha``
-    frames (the trade-off the OBS background-removal plugin makes).
+    a scene. Causal, no delay, but it averages moving edges with where they were,
+    so they trail (0.6 frames at ``alpha=0.5``, 1.5 at 0.3 on the oracle benchmark):
+    the trade-off of the OBS background-removal plugin's fixed average.
 
     Args:
         alpha: weight of the current frame, in ``(0, 1]``.
@@ -512,8 +524,9 @@ class WindowSmoother(TemporalSmoother):
     def _describe(self) -> str:
         return f"window={self.window}, align={self.align!r}, " + super()._describe()
 
-    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:  # (n, P, S, S) -> (P, S, S)
-        raise NotImplementedError
+    @abstractmethod
+    def _reduce(self, probs: torch.Tensor) -> torch.Tensor:
+        """``(n, P, S, S)`` probabilities of the window -> ``(P, S, S)``."""
 
     def _reset(self) -> None:
         self._items: list[tuple[torch.Tensor, torch.Tensor, Any, int]] = []  # (prob, frame, payload, scene)
@@ -525,7 +538,8 @@ class WindowSmoother(TemporalSmoother):
         prob = torch.sigmoid(logits)
         for i, cut in enumerate(cuts):
             self._scene += int(cut)
-            self._items.append((prob[i], frames[i], payload[i], self._scene))
+            # copies: a held frame must not pin the whole batch, nor change if the caller reuses its buffers
+            self._items.append((prob[i].clone(), frames[i].clone(), payload[i], self._scene))
         return self._emit(self._first + len(self._items) - self.after)
 
     def _flush(self):
@@ -586,36 +600,52 @@ class MeanSmoother(WindowSmoother):
 
 
 class FlowSmoother(TemporalSmoother):
-    """``flow``: motion-compensated recursive smoothing.
+    """``flow``: motion-compensated recursive averaging.
 
     For each frame, the dense optical flow from the current to the previous frame
-    is computed with OpenCV (DIS or Farneback) on gray frames downscaled to
+    is computed with OpenCV (DIS or Farneback) on gray frames area-downscaled to
     ``flow_side``; the previous *smoothed* probability map is warped along it to
-    the current frame, and blended with the current probabilities::
+    the current frame and averaged with the current probabilities, with a weight
+    lowered where the warp is unreliable::
 
-        s_t = w * warp(s_{t-1}) + (1 - w) * p_t,
-        w   = strength * exp(-(e / error_scale)^2)
+        c   = exp(-(e / error_scale)^2)          reliability of the warp, per pixel
+        m   = min(c * warp(n_{t-1}), strength / (1 - strength))    frames of usable history
+        s_t = lerp(p_t, warp(s_{t-1}), m / (m + 1))
+        n_t = m + 1
 
-    where ``e`` is the photometric error of the warp, ``|gray_t - warp(gray_{t-1})|``
-    (0-1, max over a 3x3 neighbourhood), and ``w = 0`` where the flow points
-    outside the previous frame. Where the warp is right the mask is averaged
-    along the motion (no trailing edge); where it is wrong (occlusions, objects
-    appearing, flow errors) the current frame wins. ``s = p`` on the first frame
-    of a scene. Causal, no delay.
+    ``e`` is the photometric error of the warp: the mean over R, G, B of
+    ``|frame_t - warp(frame_{t-1})|`` (0-1, both lightly blurred) on the small
+    frames, and ``c = 0`` where the flow points outside the previous frame.
+    ``n`` counts the frames averaged into each pixel and travels with the warp,
+    so a pixel that has just been uncovered (or whose warp failed) starts a fresh
+    average instead of keeping one noisy sample with a high weight; the weight
+    of the history is at most ``strength``. Where the warp is right the mask is
+    averaged along the motion, so moving edges do not trail; where it is wrong
+    (occlusions, objects appearing, flow errors) the current frame wins. The
+    first frame of a scene is passed through. Causal, no delay.
 
-    The flow runs on host copies of the small gray frames (one transfer per
-    batch); warping and blending stay on the logits' device.
+    The flow runs on host copies of the small frames (one transfer per batch);
+    warping and blending stay on the logits' device. Cost on one CPU core per
+    frame at ``flow_side=240``: about 5 ms with ``dis_medium``, 1-2 ms with
+    ``dis_fast`` (which smooths less, see ``benchmarks/temporal_quality.py``).
 
     Args:
-        strength: the blend weight of the warped previous map where the warp is
-            perfect, in ``[0, 1)``.
-        error_scale: photometric error (gray, 0-1) at which the weight falls to ``1/e`` of ``strength``.
-        flow_side: longest side of the gray frames the flow is computed on.
+        strength: the largest weight of the warped history, in ``[0, 1)``
+            (0.8: about the last 5 frames, along the motion).
+        error_scale: photometric error (0-1) at which a warp's reliability falls to ``1/e``.
+        flow_side: longest side of the frames the flow is computed on.
         algorithm: ``dis_ultrafast``, ``dis_fast``, ``dis_medium`` or ``farneback``.
         cut_threshold: see :class:`SceneCutDetector`.
+
+    Example:
+        >>> f = FlowSmoother()
+        >>> logits, frames, payload = f.update(torch.zeros(2, 1, 32, 32), torch.zeros(2, 3, 24, 32, dtype=torch.uint8), [0, 1])
+        >>> logits.shape, payload
+        (torch.Size([2, 1, 32, 32]), [0, 1])
     """
 
     method = "flow"
+    error_blur = 0.5  # Gaussian sigma (small-frame pixels) applied to both frames before the error
 
     def __init__(self, *, strength: float = DEFAULT_FLOW_STRENGTH, error_scale: float = DEFAULT_FLOW_ERROR,
                  flow_side: int = DEFAULT_FLOW_SIDE, algorithm: FlowAlgorithm = DEFAULT_FLOW_ALGORITHM,
@@ -631,7 +661,7 @@ class FlowSmoother(TemporalSmoother):
             raise ParameterError("flow_algorithm", algorithm, "one of " + ", ".join(repr(a) for a in FLOW_ALGORITHMS))
         self.strength, self.error_scale = float(strength), float(error_scale)
         self.flow_side, self.algorithm = flow_side, algorithm
-        self._engine = None  # the OpenCV flow object (stateless between calls; not part of the state)
+        self._engine = None  # the OpenCV DIS object (no state between calls; not part of the state)
         self._reset()
 
     def _describe(self) -> str:
@@ -640,20 +670,21 @@ class FlowSmoother(TemporalSmoother):
 
     def _reset(self) -> None:
         self._prev: torch.Tensor | None = None  # (P, S, S) smoothed probabilities of the previous frame
-        self._prev_gray: np.ndarray | None = None  # (h, w) uint8
+        self._count: torch.Tensor | None = None  # (1, S, S) frames averaged into _prev
+        self._prev_small: np.ndarray | None = None  # (h, w, 3) uint8 previous small frame
 
     def _state(self) -> dict[str, Any]:
-        return {"prev": _clone(self._prev),
-                "prev_gray": None if self._prev_gray is None else torch.from_numpy(self._prev_gray.copy())}
+        small = None if self._prev_small is None else torch.from_numpy(self._prev_small.copy())
+        return {"prev": _clone(self._prev), "count": _clone(self._count), "prev_small": small}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self._prev = _clone(state["prev"])
-        g = state["prev_gray"]
-        self._prev_gray = None if g is None else g.detach().cpu().numpy().copy()
+        self._prev, self._count = _clone(state["prev"]), _clone(state["count"])
+        small = state["prev_small"]
+        self._prev_small = None if small is None else small.detach().cpu().numpy().copy()
 
     # -- motion --------------------------------------------------------------
     def _flow(self, cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        """``(h, w, 2)`` float32 pixel flow with ``cur(x) ~ prev(x + flow(x))``."""
+        """``(h, w, 2)`` float32 pixel flow with ``cur(x) ~ prev(x + flow(x))`` from ``(h, w)`` uint8 gray frames."""
         import cv2
 
         if self.algorithm == "farneback":
@@ -668,55 +699,63 @@ class FlowSmoother(TemporalSmoother):
         """Flow and reliability of one frame pair, on the host.
 
         Args:
-            cur, prev: ``(h, w)`` uint8 gray frames.
+            cur, prev: ``(h, w, 3)`` uint8 RGB small frames.
 
         Returns:
-            ``(3, h, w)`` float32: normalized flow ``(dx, dy)`` (see :func:`warp`) and the
-            blend weight ``strength * exp(-(e / error_scale)^2)``, 0 where the flow leaves the frame.
+            ``(3, h, w)`` float32: the flow ``(dx, dy)`` in normalized units (see
+            :func:`warp`) and the reliability ``exp(-(e / error_scale)^2)`` in ``[0, 1]``,
+            0 where the flow leaves the frame.
         """
         import cv2
 
-        h, w = cur.shape
-        flow = self._flow(cur, prev)
+        h, w = cur.shape[:2]
+        flow = self._flow(cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY), cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY))
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         mx, my = gx + flow[..., 0], gy + flow[..., 1]
-        warped = cv2.remap(prev, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        err = np.abs(cur.astype(np.float32) - warped.astype(np.float32)) * (1.0 / 255.0)
-        err = cv2.dilate(err, np.ones((3, 3), np.uint8))
-        weight = self.strength * np.exp(-np.square(err * (1.0 / self.error_scale)))
-        outside = (mx < -0.5) | (mx > w - 0.5) | (my < -0.5) | (my > h - 0.5)
-        weight[outside] = 0.0
-        return np.stack([flow[..., 0] * (2.0 / w), flow[..., 1] * (2.0 / h), weight]).astype(np.float32)
+        warped = cv2.remap(prev.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        current = cur.astype(np.float32)
+        if self.error_blur > 0:  # texture finer than the flow resolves is not a warp error
+            current = cv2.GaussianBlur(current, (0, 0), self.error_blur)
+            warped = cv2.GaussianBlur(warped, (0, 0), self.error_blur)
+        err = np.abs(current - warped).mean(axis=2) * (1.0 / 255.0)
+        reliability = np.exp(-np.square(err * (1.0 / self.error_scale)))
+        reliability[(mx < -0.5) | (mx > w - 0.5) | (my < -0.5) | (my > h - 0.5)] = 0.0
+        return np.stack([flow[..., 0] * (2.0 / w), flow[..., 1] * (2.0 / h), reliability]).astype(np.float32)
 
     def _smooth(self, logits, frames, payload, cuts):
         prob = torch.sigmoid(logits)
         b, _, s_h, s_w = prob.shape
         h, w = _flow_size(frames.shape[2], frames.shape[3], self.flow_side)
-        grays = gray_frames(frames, (h, w)).cpu().numpy()
+        small = small_frames(frames, (h, w)).cpu().numpy()
         fields = np.zeros((b, 3, h, w), np.float32)
-        linked = []  # whether frame i is blended with its predecessor
-        prev_gray = self._prev_gray
+        linked = []  # whether frame i continues the average of frame i - 1
+        prev_small = self._prev_small
         for i in range(b):
-            ok = not cuts[i] and prev_gray is not None and prev_gray.shape == grays[i].shape
+            ok = not cuts[i] and prev_small is not None and prev_small.shape == small[i].shape
             if ok:
-                fields[i] = self.motion(grays[i], prev_gray)
+                fields[i] = self.motion(small[i], prev_small)
             linked.append(ok)
-            prev_gray = grays[i]
-        prev = None if self._prev is None else self._prev.to(prob.device)
+            prev_small = small[i]
         if any(linked):
             field = torch.from_numpy(fields).to(prob.device)
             if (h, w) != (s_h, s_w):
                 field = F.interpolate(field, size=(s_h, s_w), mode="bilinear", align_corners=False)
+        prev = None if self._prev is None else self._prev.to(prob.device)
+        count = None if self._count is None else self._count.to(prob.device)
+        n_max = self.strength / (1.0 - self.strength)
         out = torch.empty_like(prob)
         for i in range(b):
             if linked[i] and prev is not None and prev.shape == prob[i].shape:
-                warped = warp(prev.unsqueeze(0), field[i:i + 1, :2])[0]
-                prev = torch.lerp(prob[i], warped, field[i, 2:3])
+                warped = warp(torch.cat([prev, count]).unsqueeze(0), field[i:i + 1, :2])[0]
+                m = (field[i, 2:3] * warped[-1:]).clamp_(max=n_max)
+                prev = torch.lerp(prob[i], warped[:-1], m / (m + 1))
+                count = m + 1
             else:
                 prev = prob[i]
+                count = torch.ones_like(prob[i, :1])
             out[i] = prev
-        self._prev = prev.clone()
-        self._prev_gray = prev_gray.copy()
+        self._prev, self._count = prev.clone(), count.clone()
+        self._prev_small = prev_small.copy()
         return to_logits(out), frames, payload
 
 
@@ -737,7 +776,7 @@ def make_temporal(name: str = "none", **params: Any) -> TemporalSmoother:
 
     Example:
         >>> make_temporal("ema", ema_alpha=0.3)
-        EmaSmoother(alpha=0.3, cut_threshold=0.2, causal=True, delay=0)
+        EmaSmoother(alpha=0.3, cut_threshold=0.12, causal=True, delay=0)
     """
     TEMPORAL_PARAMS["temporal"].validate(name)
     if "temporal" in params and params.pop("temporal") != name:

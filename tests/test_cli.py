@@ -71,3 +71,9 @@ def test_missing_input(tmp_path, capsys):
 def test_probe(capsys):
     assert main(["probe", str(Path(__file__).parent / "data" / "carphone_pristine.mp4")]) == 0
     assert "30000/1001" in capsys.readouterr().out
+
+
+def test_temporal_flags(synthetic_clip, tmp_path, tiny_model_dir):
+    code = main(["run", str(synthetic_clip), "--prompt", "person", "--model", str(tiny_model_dir), "-o", str(tmp_path),
+                 "-q", "--outputs", "mask", "--temporal", "flow", "--flow-strength", "0.6", "--cut-threshold", "0.2"])
+    assert code == 0 and len(list(tmp_path.glob("*.mask.mp4"))) == 1

@@ -120,3 +120,46 @@ def test_masquerade_running_normalisation_is_batch_size_independent(synthetic_cl
     first = one[0]
     assert float(first.min()) == pytest.approx(0.0, abs=1e-6) and float(first.max()) == pytest.approx(1.0, abs=1e-6)
     assert float(one.max()) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("temporal,options", [("median", {"window": 5}), ("flow", {}), ("ema", {"ema_alpha": 0.3})])
+def test_temporal_smoothing_keeps_every_frame_and_timestamp(synthetic_clip, tmp_path, tiny_model, temporal, options):
+    with av.open(str(synthetic_clip)) as c:
+        src_pts = [f.pts for f in c.decode(video=0)]
+    s = process_video(synthetic_clip, out_dir=tmp_path, prompt="person", segmenter=tiny_model, batch_size=4,
+                      outputs=["mask", "matte"], mask_format="ffv1", progress=False, temporal=temporal, **options)
+    masks, _, _ = _decode(s.outputs["soft.mask"], "gray")
+    mattes, pts, tb = _decode(s.outputs["soft.matte"], "rgba")
+    assert len(masks) == len(mattes) == 12
+    assert pts == src_pts  # a centered window delays frames internally, never in the output
+    # each matte keeps its own source frame (not a neighbour's) beside its smoothed mask
+    src = [f for b in streammask.read_batches(synthetic_clip, batch_size=12) for f in b.frames]
+    for m, f in zip(mattes, src):
+        assert np.abs(m[..., :3].astype(int) - f.astype(int)).mean() < 3
+
+
+def test_temporal_result_does_not_depend_on_batch_size(synthetic_clip, tiny_model):
+    frames = np.stack([f for b in streammask.read_batches(synthetic_clip, batch_size=12) for f in b.frames])
+
+    def run(bs):
+        pipe = MaskPipeline(tiny_model, prompt="person", variants=["soft"], temporal="median", window=3)
+        masks = []
+        for i in range(0, 12, bs):
+            res, _, pay = pipe.process_stream(frames[i:i + bs], list(range(i, min(i + bs, 12))))
+            if res:
+                masks.append(res["soft"].mask)
+        res, _, pay = pipe.flush_stream()
+        if res:
+            masks.append(res["soft"].mask)
+        return torch.cat(masks)
+
+    torch.testing.assert_close(run(12), run(5), atol=1e-5, rtol=0)
+    smoothed, raw = run(12), MaskPipeline(tiny_model, prompt="person").process(frames)["soft"].mask
+    assert not torch.allclose(smoothed, raw)  # the smoother did something
+
+
+def test_bad_temporal_option(synthetic_clip, tmp_path, tiny_model):
+    with pytest.raises(ParameterError, match="ema_alpha"):
+        process_video(synthetic_clip, out_dir=tmp_path, prompt="x", segmenter=tiny_model, temporal="ema", ema_alpha=3)
+    with pytest.raises(ParameterError, match="temporal='blur'"):
+        process_video(synthetic_clip, out_dir=tmp_path, prompt="x", segmenter=tiny_model, temporal="blur")
