@@ -394,7 +394,20 @@ class IdentitySmoother(TemporalSmoother):
         return logits, frames, list(payload)
 
 
-class EmaSmoother(TemporalSmoother):
+class _RecurrentSmoother(TemporalSmoother):
+    """A smoother whose whole state is the previous output frame (``_prev``)."""
+
+    def _reset(self) -> None:
+        self._prev = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"prev": _clone(self._prev)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._prev = _clone(state["prev"])
+
+
+class EmaSmoother(_RecurrentSmoother):
     """``ema``: exponential moving average of probabilities.
 
     ``s_t = alpha * p_t + (1 - alpha) * s_{t-1}``, ``s = p`` on the first frame of
@@ -430,17 +443,8 @@ class EmaSmoother(TemporalSmoother):
         self._prev = prev.clone()
         return to_logits(out), frames, payload
 
-    def _reset(self) -> None:
-        self._prev = None
 
-    def _state(self) -> dict[str, Any]:
-        return {"prev": _clone(self._prev)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self._prev = _clone(state["prev"])
-
-
-class HysteresisSmoother(TemporalSmoother):
+class HysteresisSmoother(_RecurrentSmoother):
     """``hysteresis``: a binary mask with separate on and off thresholds.
 
     A pixel turns on when its probability reaches ``on``, turns off when it falls
@@ -479,15 +483,6 @@ class HysteresisSmoother(TemporalSmoother):
             out[i] = prev
         self._prev = prev.clone()
         return to_logits(out.float()), frames, payload
-
-    def _reset(self) -> None:
-        self._prev = None
-
-    def _state(self) -> dict[str, Any]:
-        return {"prev": _clone(self._prev)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self._prev = _clone(state["prev"])
 
 
 class WindowSmoother(TemporalSmoother):

@@ -388,3 +388,36 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
         mask = (mask - mask_min) / mask_range
     thresholded = torch.where(mask >= precision, 1.0, 0.0)
     return (thresholded.to(device=image.device), mask.to(device=image.device))
+
+
+# INPUT_TYPES of the seed nodes, verbatim from ../shared/seeds/ (shared by the variant and ComfyUI tests).
+SEED_INPUT_TYPES = {
+    "mixlab": {  # 000 mixlab CLIPSeg ('text' is the prompt)
+        "required": {"image": ("IMAGE",), "text": ("STRING", {"multiline": False, "dynamicPrompts": False})},
+        "optional": {
+            "blur": ("FLOAT", {"min": 0, "max": 15, "step": 0.1, "default": 3}),
+            "threshold": ("FLOAT", {"min": 0, "max": 1, "step": 0.05, "default": 0.3}),
+            "dilation_factor": ("INT", {"min": 0, "max": 10, "step": 1, "default": 4}),
+        },
+    },
+    "essentials": {  # 001 essentials Apply CLIPSeg+
+        "required": {
+            "clip_seg": ("CLIP_SEG",),
+            "image": ("IMAGE",),
+            "prompt": ("STRING", {"multiline": False, "default": ""}),
+            "threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05}),
+            "smooth": ("INT", {"default": 9, "min": 0, "max": 32, "step": 1}),
+            "dilate": ("INT", {"default": 0, "min": -32, "max": 32, "step": 1}),
+            "blur": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1}),
+        },
+    },
+    "masquerade": {  # 003 masquerade Mask By Text
+        "required": {
+            "image": ("IMAGE",),
+            "prompt": ("STRING", {"multiline": True}),
+            "negative_prompt": ("STRING", {"multiline": True}),
+            "precision": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+            "normalize": (["no", "yes"],),
+        },
+    },
+}

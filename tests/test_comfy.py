@@ -28,34 +28,14 @@ from streammask.comfy import (
 from streammask.video import read_batches
 
 from conftest import CARPHONE
+from seed_reference import SEED_INPUT_TYPES as SEEDS
 
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "comfyui" / "streammask_nodes" / "__init__.py"
 
-# INPUT_TYPES of the seed nodes, verbatim from ../shared/seeds/ (the model inputs aside).
+# The seeds' INPUT_TYPES (tests/seed_reference.py), less their model inputs (ours is the "clipseg" handle).
 SEED_INPUT_TYPES = {
-    # 000 mixlab "CLIPSeg"
-    StreamMaskMixlab: {'required': {'image': ('IMAGE',), 'text': ('STRING', {'multiline': False, 'dynamicPrompts': False})}, 'optional': {'blur': ('FLOAT', {'min': 0, 'max': 15, 'step': 0.1, 'default': 3}), 'threshold': ('FLOAT', {'min': 0, 'max': 1, 'step': 0.05, 'default': 0.3}), 'dilation_factor': ('INT', {'min': 0, 'max': 10, 'step': 1, 'default': 4})}},  # noqa: E501
-    # 001 essentials "Apply CLIPSeg+" (its "clip_seg": ("CLIP_SEG",) is our "clipseg" handle)
-    StreamMaskEssentials: {
-        "required": {
-            "image": ("IMAGE",),
-            "prompt": ("STRING", {"multiline": False, "default": ""}),
-            "threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05}),
-            "smooth": ("INT", {"default": 9, "min": 0, "max": 32, "step": 1}),
-            "dilate": ("INT", {"default": 0, "min": -32, "max": 32, "step": 1}),
-            "blur": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1}),
-        },
-    },
-    # 003 masquerade "Mask By Text"
-    StreamMaskMaskByText: {
-        "required": {
-            "image": ("IMAGE",),
-            "prompt": ("STRING", {"multiline": True}),
-            "negative_prompt": ("STRING", {"multiline": True}),
-            "precision": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
-            "normalize": (["no", "yes"],),
-        },
-    },
+    cls: {group: {k: v for k, v in inputs.items() if k != "clip_seg"} for group, inputs in SEEDS[name].items()}
+    for cls, name in ((StreamMaskMixlab, "mixlab"), (StreamMaskEssentials, "essentials"), (StreamMaskMaskByText, "masquerade"))
 }
 SEED_RETURNS = {
     StreamMaskMixlab: (("MASK", "IMAGE", "IMAGE"), ("Mask", "Heatmap Mask", "BW Mask")),

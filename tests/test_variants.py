@@ -362,44 +362,13 @@ def test_masquerade_normalize_scopes(tiny_model, frames_u8):
 # ---------------------------------------------------------------------------
 # declared parameters == the seeds' INPUT_TYPES
 # ---------------------------------------------------------------------------
-# Copied from ../shared/seeds/ (the node inputs that are not the image, the model or the prompt).
-SEED_INPUT_TYPES = {
-    "mixlab": {  # 000 mixlab CLIPSeg ('text' is the prompt)
-        "required": {"image": ("IMAGE",), "text": ("STRING", {"multiline": False, "dynamicPrompts": False})},
-        "optional": {
-            "blur": ("FLOAT", {"min": 0, "max": 15, "step": 0.1, "default": 3}),
-            "threshold": ("FLOAT", {"min": 0, "max": 1, "step": 0.05, "default": 0.3}),
-            "dilation_factor": ("INT", {"min": 0, "max": 10, "step": 1, "default": 4}),
-        },
-    },
-    "essentials": {  # 001 essentials Apply CLIPSeg+
-        "required": {
-            "clip_seg": ("CLIP_SEG",),
-            "image": ("IMAGE",),
-            "prompt": ("STRING", {"multiline": False, "default": ""}),
-            "threshold": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.05}),
-            "smooth": ("INT", {"default": 9, "min": 0, "max": 32, "step": 1}),
-            "dilate": ("INT", {"default": 0, "min": -32, "max": 32, "step": 1}),
-            "blur": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1}),
-        },
-    },
-    "masquerade": {  # 003 masquerade Mask By Text
-        "required": {
-            "image": ("IMAGE",),
-            "prompt": ("STRING", {"multiline": True}),
-            "negative_prompt": ("STRING", {"multiline": True}),
-            "precision": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
-            "normalize": (["no", "yes"],),
-        },
-    },
-}
 NOT_VARIANT_PARAMS = {"image", "clip_seg", "text", "prompt"}
 
 
-@pytest.mark.parametrize("name", sorted(SEED_INPUT_TYPES))
+@pytest.mark.parametrize("name", sorted(ref.SEED_INPUT_TYPES))
 def test_declared_params_match_seed_input_types(name):
     params = VARIANTS[name].params
-    seed = {k: v for group in SEED_INPUT_TYPES[name].values() for k, v in group.items() if k not in NOT_VARIANT_PARAMS}
+    seed = {k: v for group in ref.SEED_INPUT_TYPES[name].values() for k, v in group.items() if k not in NOT_VARIANT_PARAMS}
     for key, entry in seed.items():
         assert key in params, f"{name}: seed input {key!r} is not declared"
         kind, opts = entry[0], (entry[1] if len(entry) > 1 else {})
