@@ -19,6 +19,7 @@ from .errors import (
 from .model import DEFAULT_MODEL, ClipSeg, load_clipseg
 from .pipeline import RUN_PARAMS, MaskPipeline, RunSummary, Segmenter, process_video
 from .variants import VARIANTS, get_variant
+from .batch import BatchReport, run_batch
 from .video import FrameBatch, VideoInfo, probe, read_batches
 
 __version__ = "0.1.0"
@@ -27,7 +28,7 @@ __all__ = [
     "process_video", "MaskPipeline", "RunSummary", "Segmenter", "RUN_PARAMS",
     "load_clipseg", "ClipSeg", "DEFAULT_MODEL",
     "probe", "read_batches", "VideoInfo", "FrameBatch",
-    "VARIANTS", "get_variant",
+    "VARIANTS", "get_variant", "run_batch", "BatchReport",
     "StreamMaskError", "ParameterError", "PipelineFileError", "SourceNotFoundError", "InvalidVideoError",
     "ModelLoadError", "OutputError",
 ]

@@ -10,13 +10,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from .errors import ParameterError, StreamMaskError
 from .params import add_arguments
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Terminated"]
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``, so ``except Exception``
+    blocks let it through and :func:`~streammask.process_video`'s cleanup runs.
+    """
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _install_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous handler or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - platforms without SIGTERM
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser("probe", help="print a video's metadata")
     probe.add_argument("input", metavar="INPUT")
+
+    from .batch import add_batch_parser
+    from .bench import add_bench_parser
+
+    add_batch_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -82,6 +112,10 @@ def _collect(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _kept(settings: dict[str, Any]) -> str:
+    return "kept (finalized)" if settings.get("keep_partial") else "removed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -89,12 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="streammask: %(levelname)s: %(message)s")
+    previous = _install_sigterm()
+    settings: dict[str, Any] = {}
     try:
         if args.command == "probe":
             from .video import probe
 
             print(probe(args.input).describe())
             return 0
+        if args.command == "batch":
+            from .batch import run_batch_command
+
+            return run_batch_command(args)
+        if args.command == "bench":
+            from .bench import run_bench_command
+
+            return run_bench_command(args)
         from .pipeline import process_video
 
         settings = _collect(args)
@@ -109,8 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streammask: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("streammask: interrupted; partial outputs were removed", file=sys.stderr)
+        print(f"streammask: interrupted (SIGINT); partial outputs were {_kept(settings)}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"streammask: terminated (SIGTERM); partial outputs were {_kept(settings)}", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

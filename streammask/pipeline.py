@@ -55,6 +55,9 @@ RUN_PARAMS = ParamSet((
     Param("max_frames", "int", None, "stop after this many frames", min=1, nullable=True),
     Param("queue_size", "int", 4, "batches buffered between stages", min=1, max=64),
     Param("progress", "bool", True, "show a progress bar on stderr"),
+    Param("strict", "bool", False, "stop with an error at the first damaged packet (default: skip it, count it, go on)"),
+    Param("keep_partial", "bool", False,
+          "on an error or interruption, finalize the outputs written so far (playable) instead of deleting them"),
     *TEMPORAL_PARAMS,
 ))
 
@@ -98,6 +101,7 @@ class RunSummary:
     outputs: dict[str, Path]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     text_encodes: int | None = None
+    damaged_packets: int = 0
 
     @property
     def fps(self) -> float:
@@ -108,6 +112,8 @@ class RunSummary:
         for stage, sec in sorted(self.stage_seconds.items()):
             rate = self.frames / sec if sec > 0 else float("inf")
             lines.append(f"  {stage:<28} {sec:8.2f} s busy  ({rate:9.1f} frames/s)")
+        if self.damaged_packets:
+            lines.append(f"  skipped {self.damaged_packets} damaged packet(s) in the input (--strict makes this an error)")
         for key, path in self.outputs.items():
             lines.append(f"  wrote {key:<22} {path}")
         return "\n".join(lines)
@@ -292,6 +298,24 @@ def _progress(total: int | None, enabled: bool, desc: str):
                 mininterval=0.25, smoothing=0.1)
 
 
+def _finalize_partial(sinks: dict, writers: dict) -> None:
+    """``keep_partial``: let the encoder threads finish what they hold, then close (flush,
+    rename) every writer; a writer that cannot be finalized is removed."""
+    for sink in sinks.values():
+        try:
+            sink.close()
+        except BaseException:
+            sink.abort()
+    for w in writers.values():
+        try:
+            if getattr(w, "frames_written", 1) > 0:
+                w.close()
+            else:
+                w.abort()
+        except BaseException:
+            w.abort()
+
+
 def process_video(
     source: str | os.PathLike,
     *,
@@ -312,6 +336,8 @@ def process_video(
     max_frames: int | None = None,
     queue_size: int = 4,
     progress: bool = True,
+    strict: bool = False,
+    keep_partial: bool = False,
     segmenter: Segmenter | None = None,
     on_batch: Callable[[int, int | None], None] | None = None,
     temporal: str = "none",
@@ -321,8 +347,11 @@ def process_video(
 
     One decode and one model call per batch feed every requested variant's
     outputs. Each output is written under a temporary name and renamed when
-    complete; on any error every partial file is removed and the original
-    exception reaches the caller.
+    complete; on any error (or ``KeyboardInterrupt``) every partial file is
+    removed, unless ``keep_partial``: then the outputs written so far are
+    finalized under their final names (playable). The original exception
+    reaches the caller either way. Damaged packets in the input are skipped
+    and counted (:attr:`RunSummary.damaged_packets`) unless ``strict``.
 
     Args:
         source: input video file.
@@ -348,7 +377,7 @@ def process_video(
         outputs=outputs, model=os.fspath(model), revision=revision, device=device, dtype=dtype, batch_size=batch_size,
         mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
         heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
-        temporal=temporal, **temporal_options,
+        strict=strict, keep_partial=keep_partial, temporal=temporal, **temporal_options,
     ))
     if not prompt.strip():
         raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
@@ -373,6 +402,7 @@ def process_video(
     total = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
     bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
     frames_done = 0
+    read_stats: dict[str, int] = {}
     try:
         for name in variant_params:
             for kind in kinds:
@@ -381,7 +411,8 @@ def process_video(
                 writers[(name, kind)] = w
                 sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=settings["queue_size"],
                                                  name=f"encode {name}.{kind}", timer=timer)
-        batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames),
+        batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames,
+                                        strict=settings["strict"], stats=read_stats),
                            maxsize=settings["queue_size"], name="decode", timer=timer, stop=stop)
         def emit(results, x, payload) -> None:
             if not payload:
@@ -407,13 +438,17 @@ def process_video(
         paths = {f"{n}.{k}": w.close() for (n, k), w in writers.items()}
     except BaseException:
         stop.set()
-        for sink in sinks.values():
-            sink.abort()
-        for w in writers.values():
-            w.abort()
+        if settings["keep_partial"]:
+            _finalize_partial(sinks, writers)
+        else:
+            for sink in sinks.values():
+                sink.abort()
+            for w in writers.values():
+                w.abort()
         raise
     finally:
         bar.close()
     summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start, outputs=paths,
-                         stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None))
+                         stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None),
+                         damaged_packets=read_stats.get("damaged_packets", 0))
     return summary

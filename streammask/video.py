@@ -110,9 +110,12 @@ def open_video(path: str | os.PathLike):
 
     spath = _check_path(path)
     try:
-        container = av.open(spath)
+        # damaged metadata must not make a decodable file unreadable
+        container = av.open(spath, metadata_errors="replace")
     except av.error.FFmpegError as exc:
         raise InvalidVideoError(f"input {spath!r} is not a readable video: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a header PyAV cannot parse
+        raise InvalidVideoError(f"input {spath!r} is not a readable video: {exc}") from None
     if not container.streams.video:
         container.close()
         raise InvalidVideoError(f"input {spath!r} has no video stream")
@@ -182,6 +185,8 @@ def read_batches(
     *,
     batch_size: int = 8,
     max_frames: int | None = None,
+    strict: bool = False,
+    stats: dict | None = None,
 ) -> Iterator[FrameBatch]:
     """Stream a video as :class:`FrameBatch` es of RGB uint8 frames.
 
@@ -190,15 +195,35 @@ def read_batches(
     without a ``pts`` get one extrapolated from the previous frame and the rate.
     Only one batch is held at a time.
 
+    Packets are demuxed and decoded one at a time: a packet the decoder rejects
+    (damaged data) is skipped and counted, and decoding goes on with the next
+    one; the frames that do decode keep their source ``pts``. A file cut
+    mid-stream ends with the frames decoded so far.
+
     Args:
         path: video file.
         batch_size: frames per batch (the last batch may be shorter).
         max_frames: stop after this many frames.
+        strict: make damage fatal: the first packet that fails to demux or decode
+            raises :class:`InvalidVideoError` naming the file, the packet and the frame.
+        stats: if given, a dict updated while reading: ``damaged_packets`` (packets
+            skipped because they failed to decode or demux), ``frames`` (frames yielded) and
+            ``bad_timestamps`` (frames whose ``pts`` did not increase, e.g. in spliced or damaged
+            input: they get the previous ``pts`` plus one frame duration so that timestamps
+            always increase).
+
+    Raises:
+        InvalidVideoError: no frame decodes, or (``strict``) a packet is damaged.
     """
     import av
 
     if int(batch_size) < 1:
         raise ParameterError("batch_size", batch_size, "an integer >= 1")
+    if stats is None:
+        stats = {}
+    stats.setdefault("damaged_packets", 0)
+    stats.setdefault("frames", 0)
+    stats.setdefault("bad_timestamps", 0)
     container, stream = open_video(path)
     try:
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1000)
@@ -207,30 +232,77 @@ def read_batches(
         frames: list[np.ndarray] = []
         pts: list[int] = []
         index = 0
+        packet_no = 0
         last_pts: int | None = None
+        shape: tuple[int, ...] | None = None
         start = 0
-        try:
-            for frame in container.decode(stream):
+
+        def damaged(what: str, exc: Exception) -> None:
+            stats["damaged_packets"] += 1
+            if strict:
+                raise InvalidVideoError(
+                    f"input {str(path)!r} is damaged: {what} packet {packet_no} (after frame {index}) "
+                    f"failed: {getattr(exc, 'strerror', None) or exc} (strict=True makes damage fatal)") from None
+
+        def packets():
+            # demux; a demux error (a file cut mid-stream, garbage in the container) ends the
+            # stream: the decoder is then flushed with an empty packet
+            nonlocal packet_no
+            it = container.demux(stream)
+            while True:
+                try:
+                    packet = next(it)
+                except StopIteration:
+                    return
+                except (av.error.FFmpegError, ValueError, OSError) as exc:
+                    damaged("demuxing", exc)
+                    yield None
+                    return
+                packet_no += 1
+                yield packet
+
+        done = False
+        for packet in packets():
+            try:
+                decoded = stream.decode(packet) if packet is not None else stream.codec_context.decode(None)
+            except (av.error.FFmpegError, ValueError) as exc:
+                damaged("decoding", exc)
+                continue
+            for frame in decoded:
                 p = frame.pts if frame.pts is not None else (last_pts + step if last_pts is not None else 0)
+                if last_pts is not None and p <= last_pts:
+                    # damaged or spliced input: timestamps must increase for the encoders
+                    stats["bad_timestamps"] += 1
+                    p = last_pts + max(step, 1)
                 last_pts = p
                 rgb = frame.to_ndarray(format="rgb24")
                 rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                 if rot:
                     rgb = _rotate(rgb, rot)
+                if shape is None:
+                    shape = rgb.shape
+                elif rgb.shape != shape:
+                    # a damaged header changed the frame size mid-stream: drop that frame
+                    damaged(f"decoding (frame size {rgb.shape[1]}x{rgb.shape[0]}, not {shape[1]}x{shape[0]})",
+                            ValueError("frame size changed"))
+                    continue
                 frames.append(rgb)
                 pts.append(p)
                 index += 1
+                stats["frames"] = index
                 if len(frames) == batch_size:
                     yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
                     start = index
                     frames, pts = [], []
                 if max_frames is not None and index >= max_frames:
+                    done = True
                     break
-        except av.error.FFmpegError as exc:
-            raise InvalidVideoError(f"input {str(path)!r} cannot be decoded at frame {index}: {exc.strerror or exc}") from None
+            if done:
+                break
         if frames:
             yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
         elif index == 0:
-            raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames")
+            extra = f" ({stats['damaged_packets']} damaged packets)" if stats["damaged_packets"] else ""
+            raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames{extra}")
     finally:
         container.close()

@@ -159,8 +159,11 @@ class VideoWriter(Writer):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=self._in_fmt)
             frame.pts = int(p)
             frame.time_base = self._time_base
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            try:
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            except av.error.FFmpegError as exc:
+                raise OutputError(f"cannot write frame {self.frames_written} (pts {int(p)}) to {self.path}: {exc}") from exc
             self.frames_written += 1
 
     def close(self) -> Path:
@@ -171,9 +174,9 @@ class VideoWriter(Writer):
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
-        except Exception:
+        except Exception as exc:
             self.abort()
-            raise
+            raise OutputError(f"cannot finish {self.path}: {exc}") from exc
         self._closed = True
         os.replace(self._tmp, self.path)
         return self.path

@@ -1,0 +1,504 @@
+"""Batch jobs: many clips, one model load, a JSONL report, resume.
+
+:func:`run_batch` expands its inputs (video files, folders searched recursively
+by extension, CSV / JSONL manifests with per-clip overrides) into a plan of
+clips, loads the model once and streams every clip through
+:func:`~streammask.process_video` with it. Each clip is written to its own
+subfolder of ``out_dir``; a failing clip is reported and the batch goes on.
+
+Resume: when a clip's outputs are complete (every output renamed from its
+partial name), a completion record ``.streammask-done.json`` is written into
+the clip's subfolder. It holds the input's absolute path, size, ``mtime_ns``
+and a hash of the effective settings; a later run skips the clip while all of
+these still match and its outputs exist (``force=True`` re-does everything).
+
+Only the local engine (one process, clips one after another) is implemented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Mapping, Sequence
+
+from .errors import ParameterError, PipelineFileError, SourceNotFoundError, StreamMaskError
+from .model import DEFAULT_MODEL
+
+__all__ = [
+    "VIDEO_EXTENSIONS", "MANIFEST_EXTENSIONS", "REPORT_NAME", "DONE_NAME", "BatchItem", "ClipResult", "BatchReport",
+    "plan_batch", "settings_hash", "run_batch", "add_batch_parser", "run_batch_command",
+]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
+MANIFEST_EXTENSIONS = (".csv", ".jsonl")
+REPORT_NAME = "streammask-report.jsonl"
+DONE_NAME = ".streammask-done.json"
+
+# run settings a manifest row may not change: the model is loaded once per batch
+_FIXED_KEYS = ("model", "revision", "device", "dtype", "progress")
+# run settings that do not change the outputs' content (left out of the settings hash)
+_UNHASHED_KEYS = ("out_dir", "progress", "queue_size")
+
+
+@dataclass
+class BatchItem:
+    """One planned clip.
+
+    Attributes:
+        source: absolute path of the input video.
+        subdir: output subfolder, relative to the batch's ``out_dir``.
+        overrides: per-clip settings (validated) from a manifest row.
+        origin: where the clip came from (the argument, or ``manifest:line``).
+    """
+
+    source: Path
+    subdir: PurePath
+    overrides: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
+
+
+@dataclass
+class ClipResult:
+    """One row of the report."""
+
+    path: str
+    status: str  # ok | failed | skipped
+    error: str | None = None
+    frames: int | None = None
+    seconds: float | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    out_dir: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status, "error": self.error, "frames": self.frames,
+                "seconds": None if self.seconds is None else round(self.seconds, 3), "outputs": self.outputs,
+                "out_dir": self.out_dir}
+
+
+@dataclass
+class BatchReport:
+    """What :func:`run_batch` did: one :class:`ClipResult` per clip, in plan order."""
+
+    results: list[ClipResult]
+    report_path: Path
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[ClipResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every clip is ok or skipped, 1 when any failed."""
+        return 1 if self.failed else 0
+
+    def describe(self) -> str:
+        lines = [f"{len(self.results)} clips in {self.seconds:.2f} s: {self.count('ok')} ok, "
+                 f"{self.count('skipped')} skipped (already done), {self.count('failed')} failed"]
+        for r in self.failed:
+            lines.append(f"  failed {r.path}: {r.error}")
+        lines.append(f"  report {self.report_path}")
+        return "\n".join(lines)
+
+
+# -- planning -------------------------------------------------------------------------------------------------------
+
+def _override_params():
+    from .pipeline import RUN_PARAMS
+
+    return {p.name: p for p in RUN_PARAMS if p.name not in _FIXED_KEYS}
+
+
+def _validate_overrides(row: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Manifest row (minus ``path``) -> validated overrides; empty cells mean "not given"."""
+    from .pipeline import normalize_variants
+
+    params = _override_params()
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            if key == "variants" and isinstance(value, Mapping):
+                out[key] = normalize_variants(value)
+            else:
+                out[key] = params[key].validate(value, label=key)
+        except ParameterError as exc:
+            raise PipelineFileError(f"{where}: {exc}") from None
+    return out
+
+
+def _read_manifest(path: Path) -> list[tuple[Path, dict[str, Any], str]]:
+    """``[(absolute clip path, overrides, origin)]`` from a CSV (with header) or JSONL manifest."""
+    allowed = ["path", *_override_params()]
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineFileError(f"{path}: cannot read the manifest: {exc}") from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        columns = reader.fieldnames or []
+        for col in columns:
+            if col not in allowed:
+                raise PipelineFileError(f"{path}: unknown column {col!r}; known columns are {', '.join(allowed)}")
+        if "path" not in columns:
+            raise PipelineFileError(f"{path}: the header has no 'path' column")
+        for i, rec in enumerate(reader, start=2):
+            if None in rec:
+                raise PipelineFileError(f"{path}:{i}: more cells than columns")
+            rows.append((i, dict(rec)))
+    else:
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PipelineFileError(f"{path}:{i}: not valid JSON: {exc}") from None
+            if not isinstance(rec, dict):
+                raise PipelineFileError(f"{path}:{i}: expected a JSON object per line")
+            for col in rec:
+                if col not in allowed:
+                    raise PipelineFileError(f"{path}:{i}: unknown column {col!r}; known columns are {', '.join(allowed)}")
+            rows.append((i, rec))
+    out = []
+    for i, rec in rows:
+        where = f"{path}:{i}"
+        clip = rec.pop("path", None)
+        if not isinstance(clip, str) or not clip.strip():
+            raise PipelineFileError(f"{where}: 'path' is missing or empty")
+        clip_path = Path(clip.strip()).expanduser()
+        if not clip_path.is_absolute():
+            clip_path = path.parent / clip_path
+        out.append((Path(os.path.abspath(clip_path)), _validate_overrides(rec, where), where))
+    return out
+
+
+def _safe_subdir(text: str | PurePath) -> PurePath:
+    """A relative path with no ``..``, root or drive: it cannot leave ``out_dir``."""
+    parts = [p for p in PurePath(text).parts if p not in ("", ".", "..") and p != PurePath(text).anchor]
+    parts = [p.replace(":", "_") for p in parts]
+    return PurePath(*parts) if parts else PurePath("clip")
+
+
+def plan_batch(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[BatchItem]:
+    """Expand files, folders (recursive, by :data:`VIDEO_EXTENSIONS`) and manifests into clips.
+
+    Each clip's output subfolder is its path below the common folder of all inputs (a folder
+    argument counts as its own root, a file as its parent, a manifest as its folder), without
+    the extension: clips with the same name in different folders get different subfolders.
+    The same clip given twice with the same overrides is planned once.
+
+    Raises:
+        SourceNotFoundError: an input does not exist.
+        PipelineFileError: a manifest cannot be read or holds an unknown column or a bad value.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: list[tuple[Path, Path, dict[str, Any], str]] = []  # (clip, root, overrides, origin)
+    for arg in inputs:
+        p = Path(os.path.abspath(Path(arg).expanduser()))
+        if p.is_dir():
+            clips = sorted(c for c in p.rglob("*") if c.suffix.lower() in VIDEO_EXTENSIONS and c.is_file()
+                           and not any(part.startswith(".") for part in c.relative_to(p).parts))
+            found += [(c, p, {}, str(arg)) for c in clips]
+        elif p.is_file() and p.suffix.lower() in MANIFEST_EXTENSIONS:
+            for clip, overrides, origin in _read_manifest(p):
+                root = p.parent if clip.is_relative_to(p.parent) else clip.parent
+                found.append((clip, root, overrides, origin))
+        elif p.exists():
+            found.append((p, p.parent, {}, str(arg)))
+        else:
+            raise SourceNotFoundError(f"batch input {str(arg)!r} does not exist")
+    if not found:
+        return []
+    try:
+        common = Path(os.path.commonpath([str(root) for _, root, _, _ in found]))
+    except ValueError:  # different drives
+        common = None
+    items: list[BatchItem] = []
+    seen: set[tuple[str, str]] = set()
+    auto: dict[PurePath, set[Path]] = {}  # automatic subfolder -> the clips that would use it
+    for clip, _, overrides, origin in found:
+        key = (str(clip), json.dumps(overrides, sort_keys=True, default=list))
+        if key in seen:
+            continue
+        seen.add(key)
+        if "out_dir" in overrides:
+            subdir = _safe_subdir(overrides.pop("out_dir"))
+        else:
+            rel = clip.relative_to(common) if common is not None else PurePath(clip.name)
+            subdir = _safe_subdir(rel.with_suffix(""))
+            auto.setdefault(subdir, set()).add(clip)
+        items.append(BatchItem(source=clip, subdir=subdir, overrides=overrides, origin=origin))
+    for item in items:  # 'x.mp4' and 'x.mov' in one folder: keep the extension in the name ('x_mp4', 'x_mov')
+        if len(auto.get(item.subdir, ())) > 1 and item.source in auto[item.subdir]:
+            item.subdir = item.subdir.with_name(item.source.name.replace(".", "_"))
+    return items
+
+
+# -- settings -------------------------------------------------------------------------------------------------------
+
+def _base_settings(model: Any, run_settings: Mapping[str, Any]) -> dict[str, Any]:
+    from .pipeline import RUN_PARAMS, normalize_variants
+
+    values = dict(run_settings)
+    variants = values.pop("variants", ("soft",))
+    settings = RUN_PARAMS.validate(dict(values, model=os.fspath(model)), where="run_batch")
+    settings["variants"] = normalize_variants(variants)
+    return settings
+
+
+def _clip_settings(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    from .variants import VARIANTS
+
+    settings = dict(base)
+    for key, value in overrides.items():
+        if key == "variants" and not isinstance(value, Mapping):
+            value = {n: base["variants"].get(n) or VARIANTS[n].validate({}) for n in value}
+        settings[key] = value
+    return settings
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """Hash of everything that decides a clip's outputs (prompt, variants and their parameters,
+    outputs, formats, model, temporal settings, ...); not ``out_dir``, ``progress``, ``queue_size``."""
+    data = {k: v for k, v in settings.items() if k not in _UNHASHED_KEYS}
+    masq = (data.get("variants") or {}).get("masquerade") if isinstance(data.get("variants"), Mapping) else None
+    if not (masq and masq.get("normalize") == "yes" and masq.get("normalize_scope") == "batch"):
+        data.pop("batch_size", None)  # only masquerade's per-batch normalisation depends on it
+    model = str(data.get("model", ""))
+    if model and Path(model).expanduser().is_dir():
+        data["model"] = os.path.abspath(Path(model).expanduser())
+    text = json.dumps(_jsonable(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _input_key(source: Path) -> dict[str, Any]:
+    st = source.stat()
+    return {"source": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _done_record(clip_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((clip_dir / DONE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_done(clip_dir: Path, key: Mapping[str, Any], digest: str) -> dict[str, Any] | None:
+    rec = _done_record(clip_dir)
+    if not isinstance(rec, dict) or rec.get("settings_hash") != digest:
+        return None
+    if any(rec.get(k) != v for k, v in key.items()):
+        return None
+    outputs = rec.get("outputs") or {}
+    if not isinstance(outputs, dict) or not all((clip_dir / str(name)).exists() for name in outputs.values()):
+        return None
+    return rec
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _ModelLoadFailed(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# -- running --------------------------------------------------------------------------------------------------------
+
+def run_batch(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    force: bool = False,
+    report: str | os.PathLike | None = None,
+    segmenter: Any = None,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    progress: bool = True,
+    **run_settings: Any,
+) -> BatchReport:
+    """Mask many clips with one model load; isolate failures; skip clips already done.
+
+    Args:
+        inputs: video files, folders (searched recursively for :data:`VIDEO_EXTENSIONS`) and
+            manifests (``.csv`` with a header, or ``.jsonl``): a ``path`` per row, resolved against
+            the manifest's folder, and optional per-clip overrides of the run settings
+            (``prompt``, ``variants``, ``outputs``, ``temporal``, ... and ``out_dir``, the clip's
+            subfolder). ``model``, ``revision``, ``device`` and ``dtype`` are per batch.
+        out_dir: output folder; each clip is written to its own subfolder (see :func:`plan_batch`).
+        force: re-process clips that have a matching completion record.
+        report: the JSONL report that one row per clip is appended to
+            (default ``out_dir/streammask-report.jsonl``).
+        segmenter: an already loaded model; by default ``model`` is loaded once, when the first
+            clip needs processing.
+        progress: a bar over clips, and each clip's frame bar below it.
+        run_settings: :func:`~streammask.process_video` keywords applied to every clip.
+
+    Returns:
+        A :class:`BatchReport`; its ``exit_code`` is 1 when any clip failed.
+
+    Raises:
+        StreamMaskError: before any clip runs, for a bad setting, input or manifest; or when the
+            model cannot be loaded. Errors of a single clip are reported, not raised.
+    """
+    from tqdm.auto import tqdm
+
+    from .model import load_clipseg
+    from .pipeline import process_video
+
+    t_start = time.perf_counter()
+    base = _base_settings(model, run_settings)
+    items = plan_batch(inputs)
+    plans = []
+    for item in items:
+        settings = _clip_settings(base, item.overrides)
+        if not str(settings.get("prompt", "")).strip():
+            raise ParameterError("prompt", settings.get("prompt", ""),
+                                 f"a non-empty text for {item.source} (give --prompt, a pipeline file's prompt "
+                                 "or a manifest 'prompt' column)")
+        plans.append((item, settings))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = Path(report) if report is not None else out / REPORT_NAME
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    batch_started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    owners: dict[Path, BatchItem] = {}
+    results: list[ClipResult] = []
+    bar = tqdm(total=len(plans), unit="clip", desc="batch", position=0, disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, leave=True)
+    try:
+        with open(report_path, "a", encoding="utf-8") as rep:
+            for item, settings in plans:
+                clip_dir = out / item.subdir
+                result = ClipResult(path=str(item.source), status="failed", out_dir=str(clip_dir))
+                t0 = time.perf_counter()
+                try:
+                    owner = owners.setdefault(clip_dir, item)
+                    if owner is not item:
+                        raise ParameterError("out_dir", str(item.subdir),
+                                             f"a subfolder no other clip uses ({owner.source} from {owner.origin} "
+                                             "already writes there; give this row its own 'out_dir')")
+                    if not item.source.is_file():
+                        raise SourceNotFoundError(f"input video {str(item.source)!r} does not exist")
+                    key = _input_key(item.source)
+                    digest = settings_hash(settings)
+                    done = None if force else _is_done(clip_dir, key, digest)
+                    if done is not None:
+                        result.status = "skipped"
+                        result.frames = done.get("frames")
+                        result.outputs = {k: str(clip_dir / v) for k, v in (done.get("outputs") or {}).items()}
+                    else:
+                        (clip_dir / DONE_NAME).unlink(missing_ok=True)  # never leave a stale claim while re-doing
+                        if segmenter is None:
+                            try:
+                                segmenter = load_clipseg(base["model"], revision=base["revision"],
+                                                         device=base["device"], dtype=base["dtype"])
+                            except Exception as exc:  # the model is the batch's, not the clip's: stop
+                                raise _ModelLoadFailed(exc) from exc
+                        kwargs = {k: v for k, v in settings.items() if k not in ("out_dir", "progress")}
+                        summary = process_video(item.source, out_dir=clip_dir, progress=progress, segmenter=segmenter,
+                                                **kwargs)
+                        outputs = {k: os.path.relpath(p, clip_dir) for k, p in summary.outputs.items()}
+                        _write_json_atomic(clip_dir / DONE_NAME, {
+                            **key, "settings_hash": digest, "settings": _jsonable(
+                                {k: v for k, v in settings.items() if k not in _UNHASHED_KEYS}),
+                            "outputs": outputs, "frames": summary.frames,
+                            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        })
+                        result.status = "ok"
+                        result.frames = summary.frames
+                        result.outputs = {k: str(p) for k, p in summary.outputs.items()}
+                except _ModelLoadFailed as exc:
+                    raise exc.error from None
+                except Exception as exc:  # isolate the clip: report it and go on
+                    log.debug("clip %s failed", item.source, exc_info=True)
+                    result.status = "failed"
+                    result.error = f"{type(exc).__name__}: {exc}"
+                result.seconds = time.perf_counter() - t0
+                results.append(result)
+                rep.write(json.dumps({**result.row(), "batch_started": batch_started}) + "\n")
+                rep.flush()
+                bar.update(1)
+                if result.status == "failed" and progress:
+                    bar.write(f"streammask: clip failed: {result.path}: {result.error}", file=sys.stderr)
+    finally:
+        bar.close()
+    return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``batch`` subcommand (same run settings, variant flags and pipeline files as ``run``)."""
+    from .params import add_arguments
+    from .pipeline import RUN_PARAMS
+    from .variants import VARIANTS
+
+    batch = subparsers.add_parser(
+        "batch", help="mask many clips (files, folders, manifests) with one model load, with resume",
+        description="Mask many clips: files, folders (recursive) and CSV/JSONL manifests with per-clip overrides. "
+                    "Each clip is written to its own subfolder of -o; one JSONL row per clip is appended to the "
+                    "report; clips already done with the same settings are skipped. Exit status 1 when any clip "
+                    "failed.")
+    batch.add_argument("inputs", metavar="INPUT", nargs="+",
+                       help="video file, folder (searched recursively) or manifest (.csv with a header, .jsonl)")
+    batch.add_argument("--pipeline", metavar="FILE", help="TOML pipeline file holding the same settings (flags override it)")
+    batch.add_argument("--force", action="store_true", help="re-process clips that are already done")
+    batch.add_argument("--report", metavar="FILE", help=f"JSONL report to append to (default OUTDIR/{REPORT_NAME})")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
+    add_arguments(batch, list(RUN_PARAMS), title="run settings (every clip; a manifest can override them per clip)")
+    for name, variant in VARIANTS.items():
+        add_arguments(batch, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
+    return batch
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """Run ``streammask batch``: 0 when every clip is ok or skipped, 1 when any failed, 2 for a usage error."""
+    from .cli import _collect
+
+    try:
+        settings = _collect(args)
+        settings.setdefault("progress", True)
+        out_dir = settings.pop("out_dir", "streammask-out")
+        report = run_batch(args.inputs, out_dir=out_dir, force=args.force, report=args.report, **settings)
+        if not args.quiet:
+            print(report.describe())
+        return report.exit_code
+    except StreamMaskError as exc:
+        print(f"streammask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("streammask: interrupted; clips finished so far are recorded and will be skipped by a re-run",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,478 @@
+"""Throughput benchmark: model only vs end to end vs a seed-style per-frame loop.
+
+:func:`run_benchmark` measures, on the same clip, the same model and the same
+device, in one run:
+
+* ``model_only_fps``: host->device copy + preprocess + model at the chosen batch
+  size, on frames decoded beforehand;
+* ``end_to_end_fps``: :func:`streammask.process_video` with decode, inference,
+  post-processing and all three outputs (mask, heatmap, matte) on their threads;
+* ``seed_loop_fps``: a loop in the style of the seed nodes (``CLIPSegProcessor``
+  + model per frame, the prompt re-encoded every frame, no outputs written);
+* ``stages_s``: seconds per stage, measured one stage at a time on the decoded
+  frames (CUDA synchronised around each stage): decode, host->device,
+  preprocess, model, post-process, device->host, and each output's encoder;
+* peak host RSS, peak GPU memory and GPU utilisation (CUDA only), the device
+  and the versions of everything involved.
+
+Without ``model`` it builds the full-size ``CIDAS/clipseg-rd64-refined``
+architecture with random weights (same compute as the real model, no network).
+
+Command line (wired as ``streammask bench``; also ``python benchmarks/bench.py``)::
+
+    streammask bench INPUT [--frames N] [--batch-size B] [--device D] [--dtype T]
+                           [--model M] [--json PATH] [--seed-frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["run_benchmark", "format_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
+           "STAGES"]
+
+PROMPT = "person"
+VARIANT = "soft"
+OUTPUTS = ("mask", "heatmap", "matte")
+FORMATS = {"mask": "mp4", "heatmap": "mp4", "matte": "prores"}
+#: keys of ``stages_s``, in pipeline order
+STAGES = ("decode", "host_to_device", "preprocess", "model", "postprocess", "device_to_host",
+          "encode_mask", "encode_heatmap", "encode_matte")
+
+
+# -- measurements ---------------------------------------------------------------------------------------------------
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss``; psutil when installed)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mb = kb / 1024.0 if sys.platform != "darwin" else kb / 2**20  # bytes on macOS
+    try:  # psutil is not a dependency; use it when it happens to be there
+        import psutil
+
+        info = psutil.Process().memory_info()
+        peak = getattr(info, "peak_wset", None)  # Windows
+        if peak:
+            mb = max(mb, peak / 2**20)
+    except Exception:
+        pass
+    return mb
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs`` 5); ``False`` where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_mb() -> float | None:
+    """``VmHWM`` of ``/proc/self/status`` (peak RSS since the last reset), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    import av
+    import transformers
+
+    from . import __version__
+
+    return {
+        "streammask": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "av": av.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "cpu": _cpu_model(),
+        "cpu_count": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "platform": platform.platform(),
+    }
+
+
+class _GpuSampler:
+    """Samples ``torch.cuda.utilization`` (needs NVML) in a thread; ``mean``/``max`` are ``None`` without it."""
+
+    def __init__(self, device: torch.device, interval: float = 0.05) -> None:
+        self.device = device
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> float | None:
+        try:
+            return float(torch.cuda.utilization(self.device))
+        except Exception:
+            return None
+
+    def __enter__(self) -> "_GpuSampler":
+        if self.device.type == "cuda" and self._read() is not None:
+            self._thread = threading.Thread(target=self._run, name="streammask-gpu-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            value = self._read()
+            if value is not None:
+                self.samples.append(value)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+    @property
+    def max(self) -> float | None:
+        return max(self.samples) if self.samples else None
+
+
+class _Stages:
+    """Accumulates seconds per stage; synchronises CUDA around each timed block."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = {k: 0.0 for k in STAGES}
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    @contextlib.contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        self.sync()
+        t0 = time.perf_counter()
+        yield
+        self.sync()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -> int | None:
+    from .errors import ParameterError
+
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParameterError(name, value, f"an integer >= {minimum}")
+    return value
+
+
+# -- the benchmark --------------------------------------------------------------------------------------------------
+
+def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8, device: str = "auto",
+                  dtype: str = "auto", model: str | os.PathLike | None = None,
+                  seed_frames: int | None = None) -> dict[str, Any]:
+    """Benchmark streammask on one clip; returns a JSON-ready dict.
+
+    Args:
+        input: video file.
+        frames: frames to use (the first ``frames`` of the clip, fewer if it is shorter).
+        batch_size: model batch size (model-only, stage timing and end to end).
+        device, dtype: as :func:`~streammask.model.load_clipseg`.
+        model: model id or directory; ``None`` builds the full-size rd64-refined
+            architecture with random weights in a temporary directory.
+        seed_frames: frames for the seed-style per-frame loop (default: all).
+
+    Returns:
+        A dict with at least ``end_to_end_fps``, ``model_only_fps``, ``seed_loop_fps``,
+        ``stages_s`` (seconds per stage, keys :data:`STAGES`), ``peak_rss_mb``,
+        ``device`` and ``versions``; ``peak_gpu_mem_mb`` and ``gpu_util_*`` are
+        ``None`` off CUDA (or without NVML for the utilisation).
+    """
+    from .model import load_clipseg
+    from .pipeline import MaskPipeline, process_video
+    from .testing import save_random_clipseg
+    from .variants import get_variant
+    from .video import probe, read_batches
+    from .writers import make_writer
+
+    frames = _validate_int("frames", frames, 1)
+    batch_size = _validate_int("batch_size", batch_size, 1)
+    seed_frames = _validate_int("seed_frames", seed_frames, 1, nullable=True)
+    info = probe(input)  # raises the usual one-line errors for a missing / invalid file
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streammask-bench-")))
+        if model is None:
+            model_dir = str(save_random_clipseg(tmp / "clipseg-full-random", full_size=True))
+            model_label = "rd64-refined architecture, random weights (full size)"
+        else:
+            model_dir, model_label = os.fspath(model), os.fspath(model)
+        seg = load_clipseg(model_dir, device=device, dtype=dtype)
+        dev = seg.device
+        cuda = dev.type == "cuda"
+        stages = _Stages(dev)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        stack.enter_context(torch.no_grad())  # grad mode is restored on return
+
+        # decode (timed alone, frames kept for the model-side measurements)
+        host: list[np.ndarray] = []
+        pts: list[int] = []
+        with stages.time("decode"):
+            for b in read_batches(input, batch_size=batch_size, max_frames=frames):
+                host.append(np.asarray(b.frames))
+                pts.extend(b.pts)
+        clip = np.concatenate(host)
+        n = len(clip)
+
+        pipe = MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,))
+        variant = get_variant(VARIANT)
+        vparams = variant.validate({})
+        hw = clip.shape[1:3]
+        prep_mode = variant.preprocess
+        prep_size = variant.model_size(vparams, tuple(hw), seg.size)
+        prompts = list(variant.prompts(PROMPT, vparams))
+
+        # warm-up (text embedding, kernels, split-path check, colormap tables) outside every timing;
+        # a whole batch on CUDA (kernel selection per shape), one frame on the CPU (nothing to select there)
+        warm = clip[:batch_size] if cuda else clip[:1]
+        x = pipe.to_device(warm)
+        r = pipe.process(x)[VARIANT]
+        pipe.render(x, r, OUTPUTS, host_frames=warm)
+        pipe.reset()
+        stages.sync()
+
+        # seed style: processor + model per frame, text encoded per frame, nothing written
+        from PIL import Image
+        from transformers import CLIPSegProcessor
+
+        processor = CLIPSegProcessor.from_pretrained(model_dir)
+        n_seed = min(seed_frames or n, n)
+        stages.sync()
+        t0 = time.perf_counter()
+        for f in clip[:n_seed]:
+            inputs = processor(text=PROMPT, images=Image.fromarray(f), padding="max_length", return_tensors="pt")
+            inputs = {k: v.to(dev) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(seg.dtype)
+            out = seg.model(**inputs).logits
+            torch.sigmoid(out).float().cpu().numpy()
+        stages.sync()
+        seed_s = time.perf_counter() - t0
+
+        # model only (no per-stage synchronisation): host->device + preprocess + model
+        with _GpuSampler(dev) as gpu_model:
+            stages.sync()
+            t0 = time.perf_counter()
+            for i in range(0, n, batch_size):
+                x = pipe.to_device(clip[i:i + batch_size])
+                seg.segment(x, prompts, preprocess=prep_mode, size=prep_size)
+            stages.sync()
+            model_s = time.perf_counter() - t0
+
+        # stage by stage on the decoded frames, each output encoded serially to a temporary file
+        state: dict = {}
+        writers = {kind: make_writer(kind, FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
+                                     height=info.height, rate=info.frame_rate, time_base=info.time_base)
+                   for kind in OUTPUTS}
+        try:
+            for i in range(0, n, batch_size):
+                chunk = clip[i:i + batch_size]
+                with stages.time("host_to_device"):
+                    x = pipe.to_device(chunk)
+                with stages.time("preprocess"):
+                    pv = seg.preprocess(x, mode=prep_mode, size=prep_size)
+                with stages.time("model"):
+                    logits = seg.logits(pv, prompts)
+                with stages.time("postprocess"):
+                    res = variant.postprocess(logits, x, PROMPT, vparams, state)
+                with stages.time("device_to_host"):
+                    rendered = pipe.render(x, res, OUTPUTS, host_frames=chunk)
+                for kind in OUTPUTS:
+                    with stages.time(f"encode_{kind}"):
+                        writers[kind].write(rendered[kind], pts[i:i + batch_size])
+            for kind in OUTPUTS:
+                with stages.time(f"encode_{kind}"):
+                    writers[kind].close()
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+
+        # end to end, all three outputs
+        del x, pv, logits, res, rendered
+        hwm_reset = _reset_hwm()
+        with _GpuSampler(dev) as gpu_e2e:
+            summary = process_video(input, out_dir=tmp / "e2e", prompt=PROMPT, variants=(VARIANT,), outputs=OUTPUTS,
+                                    segmenter=seg, batch_size=batch_size, max_frames=n, progress=False,
+                                    **{f"{k}_format": v for k, v in FORMATS.items()})
+        e2e_hwm = _hwm_mb() if hwm_reset else None
+
+    seed_fps = n_seed / seed_s
+    model_fps = n / model_s
+    e2e_fps = summary.frames / summary.seconds
+    result: dict[str, Any] = {
+        "input": os.fspath(input),
+        "resolution": f"{clip.shape[2]}x{clip.shape[1]}",
+        "frame_rate": str(info.frame_rate) if info.frame_rate else None,
+        "frames": n,
+        "seed_frames": n_seed,
+        "batch_size": batch_size,
+        "prompt": PROMPT,
+        "variant": VARIANT,
+        "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "model": model_label,
+        "model_input": f"{prep_size}x{prep_size}",
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if cuda else f" ({_cpu_model()})"),
+        "dtype": str(seg.dtype).replace("torch.", ""),
+        "model_only_fps": round(model_fps, 3),
+        "end_to_end_fps": round(e2e_fps, 3),
+        "seed_loop_fps": round(seed_fps, 3),
+        "end_to_end_over_model_only": round(e2e_fps / model_fps, 3),
+        "end_to_end_over_seed_loop": round(e2e_fps / seed_fps, 3),
+        "stages_s": {k: round(v, 4) for k, v in stages.seconds.items()},
+        "end_to_end_busy_s": {k: round(v, 4) for k, v in summary.stage_seconds.items()},
+        "end_to_end_s": round(summary.seconds, 4),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "end_to_end_peak_rss_mb": round(e2e_hwm, 1) if e2e_hwm is not None else None,
+        "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if cuda else None,
+        "gpu_util_model_only_pct": gpu_model.mean,
+        "gpu_util_end_to_end_pct": gpu_e2e.mean,
+        "versions": _versions(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------------------------------
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def format_markdown(r: dict[str, Any]) -> str:
+    """The benchmark result as markdown tables (throughput, stages, memory, environment)."""
+    v = r["versions"]
+    n = r["frames"]
+    lines = [
+        f"Clip `{r['input']}` ({r['resolution']}, {n} frames), batch {r['batch_size']}, model {r['model']} "
+        f"at {r['model_input']}, {r['device']}, {r['dtype']}",
+        "",
+        "| measurement | frames/s |",
+        "|---|---|",
+        f"| seed-style per-frame loop ({r['seed_frames']} frames, no outputs) | {_num(r['seed_loop_fps'])} |",
+        f"| end to end (decode + model + post + mask, heatmap, matte) | {_num(r['end_to_end_fps'])} |",
+        f"| model only (host->device + preprocess + model) | {_num(r['model_only_fps'])} |",
+        f"| end to end / model only | {_num(r['end_to_end_over_model_only'])} |",
+        f"| end to end / seed loop | {_num(r['end_to_end_over_seed_loop'])} |",
+        "",
+        "| stage (one at a time) | seconds | frames/s |",
+        "|---|---|---|",
+    ]
+    for k, s in r["stages_s"].items():
+        lines.append(f"| {k} | {s:.3f} | {(n / s if s > 0 else float('inf')):.1f} |")
+    lines += [
+        "",
+        "| memory / GPU | value |",
+        "|---|---|",
+        f"| peak host RSS (whole benchmark) | {_num(r['peak_rss_mb'], '{:.1f}')} MB |",
+        f"| peak host RSS (end-to-end run) | {_num(r['end_to_end_peak_rss_mb'], '{:.1f}')} MB |",
+        f"| peak GPU memory allocated | {_num(r['peak_gpu_mem_mb'], '{:.1f}')} MB |",
+        f"| GPU utilisation model only / end to end | {_num(r['gpu_util_model_only_pct'], '{:.0f}')} % / "
+        f"{_num(r['gpu_util_end_to_end_pct'], '{:.0f}')} % |",
+        "",
+        f"streammask {v['streammask']}, Python {v['python']}, torch {v['torch']} ({v['torch_threads']} threads), "
+        f"transformers {v['transformers']}, PyAV {v['av']}, CPU {v['cpu']} x{v['cpu_count']}"
+        + (f", CUDA {v['cuda']}" if v.get("cuda") else ""),
+    ]
+    return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+
+def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("input", metavar="INPUT", help="input video file")
+    p.add_argument("--frames", type=int, default=48, help="frames of the clip to use (default 48)")
+    p.add_argument("--batch-size", type=int, default=8, help="model batch size (default 8)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
+    p.add_argument("--model", default=None,
+                   help="model id or directory (default: full-size rd64-refined architecture, random weights)")
+    p.add_argument("--seed-frames", type=int, default=None, help="frames for the seed-style loop (default: --frames)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON ('-': stdout)")
+    return p
+
+
+_DESCRIPTION = ("Benchmark on one clip: model-only, end-to-end (all three outputs) and seed-style per-frame "
+                "throughput, per-stage seconds, peak memory, device and versions.")
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``); returns it."""
+    p = subparsers.add_parser("bench", help="measure throughput (model only, end to end, seed-style loop)",
+                              description=_DESCRIPTION)
+    return _add_arguments(p)
+
+
+def build_bench_parser(prog: str = "streammask bench") -> argparse.ArgumentParser:
+    """A standalone parser with the ``bench`` arguments (used by ``benchmarks/bench.py``)."""
+    return _add_arguments(argparse.ArgumentParser(prog=prog, description=_DESCRIPTION))
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed ``bench`` arguments: print the markdown table, write ``--json``; exit status."""
+    from .errors import StreamMaskError
+
+    try:
+        result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
+                               dtype=args.dtype, model=args.model, seed_frames=args.seed_frames)
+    except StreamMaskError as exc:
+        print(f"streammask: error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    if args.json == "-":
+        print(text)
+    else:
+        print(format_markdown(result))
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_bench_command(build_bench_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""streammask.bench: the benchmark's result structure and its command-line function (no speed thresholds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from streammask.bench import STAGES, add_bench_parser, format_markdown, run_bench_command, run_benchmark
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory, tiny_model_dir):
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path_factory.mktemp("bench") / "clip.mp4", frames=6)
+    return run_benchmark(clip, model=str(tiny_model_dir), frames=4, batch_size=2, seed_frames=2, device="cpu")
+
+
+def test_result_keys_and_types(result):
+    for key in ("end_to_end_fps", "model_only_fps", "seed_loop_fps"):
+        assert _positive(result[key]), (key, result[key])
+    assert result["frames"] == 4 and result["seed_frames"] == 2 and result["batch_size"] == 2
+    assert tuple(result["stages_s"]) == STAGES
+    assert all(_positive(v) for v in result["stages_s"].values()), result["stages_s"]
+    assert _positive(result["peak_rss_mb"])
+    assert result["end_to_end_peak_rss_mb"] is None or _positive(result["end_to_end_peak_rss_mb"])
+    assert result["device"].startswith("cpu")
+    assert result["peak_gpu_mem_mb"] is None  # CPU run
+    assert result["gpu_util_end_to_end_pct"] is None
+    for name in ("torch", "transformers", "av", "streammask", "python", "cpu"):
+        assert isinstance(result["versions"][name], str) and result["versions"][name]
+    assert any(k.startswith("encode") for k in result["end_to_end_busy_s"])
+    json.dumps(result)  # JSON-ready
+    assert torch.is_grad_enabled()  # the benchmark leaves the global grad mode as it found it
+
+
+def test_markdown_table(result):
+    text = format_markdown(result)
+    assert "| measurement | frames/s |" in text
+    for stage in STAGES:
+        assert f"| {stage} |" in text
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="streammask")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_function(tmp_path, tiny_model_dir, capsys):
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=4)
+    out = tmp_path / "bench.json"
+    args = _parser().parse_args(["bench", str(clip), "--frames", "3", "--batch-size", "2", "--seed-frames", "1",
+                                 "--device", "cpu", "--dtype", "float32", "--model", str(tiny_model_dir),
+                                 "--json", str(out)])
+    assert args.command == "bench"
+    assert run_bench_command(args) == 0
+    assert "| measurement | frames/s |" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["frames"] == 3 and data["dtype"] == "float32"
+    assert _positive(data["end_to_end_fps"]) and _positive(data["model_only_fps"]) and _positive(data["seed_loop_fps"])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    args = _parser().parse_args(["bench", str(tmp_path / "missing.mp4"), "--frames", "2"])
+    assert run_bench_command(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streammask: error:") and len(err.strip().splitlines()) == 1
+
+    args = _parser().parse_args(["bench", str(tmp_path / "missing.mp4"), "--frames", "0"])
+    assert run_bench_command(args) == 2
+
+
+@pytest.mark.needs_cuda
+def test_cuda_figures(tmp_path, tiny_model_dir):
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=4)
+    r = run_benchmark(clip, model=str(tiny_model_dir), frames=4, batch_size=2, seed_frames=2, device="cuda")
+    assert r["device"].startswith("cuda") and r["dtype"] == "float16"
+    assert _positive(r["peak_gpu_mem_mb"]) and _positive(r["model_only_fps"]) and _positive(r["end_to_end_fps"])
+    assert all(_positive(v) for v in r["stages_s"].values())
