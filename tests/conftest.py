@@ -50,6 +50,21 @@ def carphone(tmp_path) -> Path:
     return dst
 
 
+def encode_frames(container, stream, images, pts, time_base=None) -> None:
+    """Encode RGB uint8 ``images`` with their ``pts`` into ``stream`` and flush it."""
+    import av
+
+    for img, p in zip(images, pts):
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts = p
+        if time_base is not None:
+            f.time_base = time_base
+        for packet in stream.encode(f):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
 def write_synthetic_clip(path: Path, *, frames: int = 12, size=(64, 48), rate=Fraction(30000, 1001),
                          codec: str = "libx264", pts_step: int | None = None) -> Path:
     """A moving bright square on a gradient; returns ``path``."""
@@ -64,19 +79,30 @@ def write_synthetic_clip(path: Path, *, frames: int = 12, size=(64, 48), rate=Fr
         s.codec_context.time_base = tb
         step = rate.denominator if pts_step is None else pts_step
         yy, xx = np.mgrid[0:h, 0:w]
-        for i in range(frames):
-            img = np.zeros((h, w, 3), np.uint8)
-            img[..., 0] = (xx * 255 // max(w - 1, 1)).astype(np.uint8)
-            img[..., 2] = (yy * 255 // max(h - 1, 1)).astype(np.uint8)
-            x0 = 4 + 2 * i
-            img[10:26, x0:x0 + 16] = 255
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i * step
-            f.time_base = tb
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+
+        def images():
+            for i in range(frames):
+                img = np.zeros((h, w, 3), np.uint8)
+                img[..., 0] = (xx * 255 // max(w - 1, 1)).astype(np.uint8)
+                img[..., 2] = (yy * 255 // max(h - 1, 1)).astype(np.uint8)
+                x0 = 4 + 2 * i
+                img[10:26, x0:x0 + 16] = 255
+                yield img
+
+        encode_frames(c, s, images(), [i * step for i in range(frames)], tb)
+    return path
+
+
+def write_mjpeg_avi(path: Path, frames: int = 20, size=(64, 48)) -> Path:
+    """MJPEG in AVI: each packet is one JPEG, so a damaged packet makes the decoder raise."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuvj420p"
+        images = (np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8) for i in range(frames))
+        encode_frames(c, s, images, range(frames))
     return path
 
 

@@ -13,14 +13,13 @@ import random
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streammask import process_video
 from streammask.cli import main
 from streammask.errors import StreamMaskError
 
-from conftest import CARPHONE, write_synthetic_clip
+from conftest import CARPHONE, write_mjpeg_avi, write_synthetic_clip
 
 SEED = 20261122
 N_API_CASES = 300  # through streammask.process_video
@@ -50,23 +49,6 @@ def _cut(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
-def _mjpeg_avi(path: Path, frames: int = 6) -> Path:
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mjpeg", rate=25)
-        s.width, s.height, s.pix_fmt = 48, 32, "yuvj420p"
-        for i in range(frames):
-            img = np.random.RandomState(i).randint(0, 255, (32, 48, 3), np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[bytes]:
     d = tmp_path_factory.mktemp("fuzz-seeds")
@@ -74,7 +56,7 @@ def corpus(tmp_path_factory) -> list[bytes]:
         _cut(CARPHONE, d / "carphone6.mp4", 6),
         _cut(CARPHONE, d / "carphone6.ts", 6),
         write_synthetic_clip(d / "synthetic.mp4", frames=6),
-        _mjpeg_avi(d / "mjpeg.avi"),
+        write_mjpeg_avi(d / "mjpeg.avi", frames=6, size=(48, 32)),
     ]
     return [p.read_bytes() for p in seeds]
 

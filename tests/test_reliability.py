@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streammask import process_video
@@ -17,28 +16,9 @@ from streammask.cli import main
 from streammask.errors import InvalidVideoError
 from streammask.video import read_batches
 
-from conftest import write_synthetic_clip
+from conftest import write_mjpeg_avi, write_synthetic_clip
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_mjpeg_avi(path: Path, frames: int = 20, size=(64, 48)) -> Path:
-    """MJPEG in AVI: each packet is one JPEG, so a damaged packet makes the decoder raise."""
-    import av
-
-    w, h = size
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mjpeg", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuvj420p"
-        for i in range(frames):
-            img = np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
 
 
 def packet_spans(path: Path) -> list[tuple[int, int, int]]:

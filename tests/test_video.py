@@ -6,7 +6,7 @@ import pytest
 
 from streammask import InvalidVideoError, ParameterError, SourceNotFoundError, probe, read_batches
 
-from conftest import CARPHONE, write_synthetic_clip
+from conftest import CARPHONE, encode_frames, write_synthetic_clip
 
 
 def test_probe_carphone_exact_rate():
@@ -48,13 +48,7 @@ def test_rotated_source_is_decoded_upright(tmp_path):
         s.set_display_rotation(90)
         img = np.zeros((32, 64, 3), np.uint8)
         img[:, :16] = 255  # bright band on the left
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+        encode_frames(c, s, [img] * 3, range(3))
     info = probe(path)
     assert info.rotation in (90, 270) and (info.width, info.height) == (32, 64)
     frames = next(read_batches(path, batch_size=3)).frames
