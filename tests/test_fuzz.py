@@ -105,15 +105,19 @@ def _check_outputs(out: Path, failed: bool, case: str) -> None:
         assert names == [], (case, names)
 
 
-def test_fuzz_process_video(tmp_path, corpus, tiny_model):
-    rng = random.Random(SEED)
-    outcomes = {"ok": 0, "error": 0, "ok with damaged packets": 0}
-    for n in range(N_API_CASES):
+def _cases(tmp_path: Path, corpus, seed: int, count: int, label: str):
+    """Yield ``(case, src, out)``: each mutated clip written to its own file, with its output folder."""
+    rng = random.Random(seed)
+    for n in range(count):
         name, data = mutate(corpus, rng)
-        case = f"case {n} ({name})"
         src = tmp_path / f"case{n}.mp4"
         src.write_bytes(data)
-        out = tmp_path / f"out{n}"
+        yield f"{label} {n} ({name})", src, tmp_path / f"out{n}"
+
+
+def test_fuzz_process_video(tmp_path, corpus, tiny_model):
+    outcomes = {"ok": 0, "error": 0, "ok with damaged packets": 0}
+    for case, src, out in _cases(tmp_path, corpus, SEED, N_API_CASES, "case"):
         finished, result, exc = _run_with_timeout(
             lambda: process_video(src, prompt="x", out_dir=out, segmenter=tiny_model, outputs=["mask"],
                                   progress=False, batch_size=4),
@@ -123,7 +127,7 @@ def test_fuzz_process_video(tmp_path, corpus, tiny_model):
             raise AssertionError(f"{case}: uncaught {type(exc).__name__}: {exc}") from exc
         _check_outputs(out, exc is not None, case)
         if exc is None:
-            assert result.frames > 0 and (out / f"case{n}.soft.mask.mp4").exists(), case
+            assert result.frames > 0 and (out / f"{src.stem}.soft.mask.mp4").exists(), case
         outcomes["error" if exc is not None else "ok"] += 1
         if exc is None and result.damaged_packets:
             outcomes["ok with damaged packets"] += 1
@@ -133,13 +137,7 @@ def test_fuzz_process_video(tmp_path, corpus, tiny_model):
 
 
 def test_fuzz_cli(tmp_path, corpus, tiny_model_dir, capsys):
-    rng = random.Random(SEED + 1)
-    for n in range(N_CLI_CASES):
-        name, data = mutate(corpus, rng)
-        case = f"cli case {n} ({name})"
-        src = tmp_path / f"case{n}.mp4"
-        src.write_bytes(data)
-        out = tmp_path / f"out{n}"
+    for case, src, out in _cases(tmp_path, corpus, SEED + 1, N_CLI_CASES, "cli case"):
         argv = ["run", str(src), "--prompt", "x", "--model", str(tiny_model_dir), "--device", "cpu",
                 "--outputs", "mask", "-o", str(out), "-q"]
         finished, rc, exc = _run_with_timeout(lambda: main(argv), CASE_TIMEOUT_S)
