@@ -27,7 +27,7 @@ from .stages import SinkThread, StageTimer, prefetch
 from .temporal import TEMPORAL_PARAMS, make_temporal
 from .variants import VARIANTS, VariantOutput, get_variant
 from .video import probe, read_batches
-from .writers import FORMATS, make_writer
+from .writers import FORMATS, OUTPUT_PARAMS, make_writer, output_look
 
 __all__ = ["Segmenter", "MaskPipeline", "RunSummary", "process_video", "RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants"]
 
@@ -60,6 +60,7 @@ RUN_PARAMS = ParamSet((
     Param("keep_partial", "bool", False,
           "on an error or interruption, finalize the outputs written so far (playable) instead of deleting them"),
     *TEMPORAL_PARAMS,
+    *OUTPUT_PARAMS,
 ))
 
 
@@ -259,27 +260,47 @@ class MaskPipeline:
         return self._variants(smoothed, groups, needs, x_out), x_out, list(pay_out)
 
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
-               host_frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Turn a variant's output into uint8 host images per output kind.
+               host_frames: np.ndarray | None = None, *, bits: Mapping[str, int] | None = None,
+               matte_style: str = "straight", matte_color: tuple[int, int, int] = (0, 255, 0),
+               background: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Turn a variant's output into uint8 (or uint16) host images per output kind.
 
-        Only uint8 data crosses from the device to the host. The matte is assembled on
-        the host from ``host_frames`` (the decoded frames) when given, so the RGB
-        channels never make a round trip through the device.
+        Only uint8 / uint16 data crosses from the device to the host: the mask is
+        quantized on the device. The matte is assembled on the host from
+        ``host_frames`` (the decoded frames) when given, so the RGB channels never
+        make a round trip through the device.
 
         Args:
             frames: ``(B, 3, H, W)`` uint8 on the device.
             result: the variant's output.
             kinds: subset of ``mask``, ``heatmap``, ``matte``.
             host_frames: ``(B, H, W, 3)`` uint8 numpy copy of ``frames``, if the caller has one.
+            bits: ``{kind: 8 or 16}``: 16 gives the mask (and the matte) as uint16 (0-65535).
+            matte_style, matte_color, background: see :func:`~streammask.matte.compose_matte`
+                (``background``: ``(B, H, W, 3)`` uint8 frames).
 
         Returns:
-            ``{kind: (B, H, W, C) uint8 numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte).
+            ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
+            the styles without alpha).
         """
-        mask8 = ops.to_uint8(result.mask.clamp(0, 1))
+        from .matte import compose_matte
+
+        bits = bits or {}
+        clamped = result.mask.clamp(0, 1)
+        host_masks: dict[int, np.ndarray] = {}
+
+        def mask_host(depth: int) -> np.ndarray:
+            if depth not in host_masks:
+                if depth == 16:  # quantized on the device, only uint16 is copied
+                    q = (clamped * 65535 + 0.5).to(torch.int32).to(torch.uint16)
+                else:
+                    q = ops.to_uint8(clamped)
+                host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            return host_masks[depth]
+
         out: dict[str, np.ndarray] = {}
-        mask_host = mask8.permute(0, 2, 3, 1).contiguous().cpu().numpy() if ("mask" in kinds or "matte" in kinds) else None
         if "mask" in kinds:
-            out["mask"] = mask_host
+            out["mask"] = mask_host(bits.get("mask", 8))
         if "heatmap" in kinds:
             heat = result.heatmap
             if heat is None:
@@ -288,7 +309,8 @@ class MaskPipeline:
             out["heatmap"] = heat.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         if "matte" in kinds:
             rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
-            out["matte"] = np.concatenate([rgb, mask_host], axis=-1)
+            out["matte"] = compose_matte(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
+                                         background=background)
         return out
 
 
@@ -342,6 +364,10 @@ def process_video(
     segmenter: Segmenter | None = None,
     on_batch: Callable[[int, int | None], None] | None = None,
     temporal: str = "none",
+    audio: bool = True,
+    matte_style: str = "straight",
+    matte_color: str = "#00ff00",
+    background: str | os.PathLike | None = None,
     **temporal_options: Any,
 ) -> RunSummary:
     """Mask a whole video with a text prompt, streaming, in bounded memory.
@@ -378,11 +404,15 @@ def process_video(
         outputs=outputs, model=os.fspath(model), revision=revision, device=device, dtype=dtype, batch_size=batch_size,
         mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
         heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
-        strict=strict, keep_partial=keep_partial, temporal=temporal, **temporal_options,
+        strict=strict, keep_partial=keep_partial, temporal=temporal, audio=audio, matte_style=matte_style,
+        matte_color=matte_color, background=None if background is None else os.fspath(background), **temporal_options,
     ))
     if not prompt.strip():
         raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
     info = probe(source)
+    kinds = settings["outputs"]
+    fmt_for = {"mask": settings["mask_format"], "heatmap": settings["heatmap_format"], "matte": settings["matte_format"]}
+    look = output_look(settings, info, kinds)
     t_start = time.perf_counter()
     timer = StageTimer()
     if segmenter is None:
@@ -395,8 +425,6 @@ def process_video(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem
-    kinds = settings["outputs"]
-    fmt_for = {"mask": settings["mask_format"], "heatmap": settings["heatmap_format"], "matte": settings["matte_format"]}
     writers: dict[tuple[str, str], Any] = {}
     sinks: dict[tuple[str, str], SinkThread] = {}
     stop = threading.Event()
@@ -408,7 +436,9 @@ def process_video(
         for name in variant_params:
             for kind in kinds:
                 w = make_writer(kind, fmt_for[kind], out / f"{stem}.{name}.{kind}", width=info.width, height=info.height,
-                                rate=info.frame_rate, time_base=info.time_base)
+                                rate=info.frame_rate, time_base=info.time_base, channels=look["channels"].get(kind),
+                                audio_source=source if settings["audio"] else None,
+                                audio_to_video_end=max_frames is not None)
                 writers[(name, kind)] = w
                 sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=settings["queue_size"],
                                                  name=f"encode {name}.{kind}", timer=timer)
@@ -420,7 +450,10 @@ def process_video(
                 return
             pts = [item[0] for item in payload]
             host = np.stack([item[1] for item in payload])
-            rendered = {name: pipe.render(x, res, kinds, host_frames=host) for name, res in results.items()}
+            bg = look["background"].take(len(pts)) if look["background"] is not None else None
+            rendered = {name: pipe.render(x, res, kinds, host_frames=host, bits=look["bits"], background=bg,
+                                          matte_style=settings["matte_style"], matte_color=look["color"])
+                        for name, res in results.items()}
             for name, per_kind in rendered.items():
                 for kind, arr in per_kind.items():
                     sinks[(name, kind)].put((arr, pts))

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +21,25 @@ from typing import Sequence
 import numpy as np
 
 from .errors import OutputError, ParameterError
+from .matte import MATTE_STYLES
+from .params import Param, ParamSet
 
-__all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path"]
+__all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path",
+           "OUTPUT_PARAMS", "AUDIO_KINDS"]
+
+# outputs that carry the source's audio (when ``audio`` is on and the format is a video file)
+AUDIO_KINDS = ("heatmap", "matte")
+
+OUTPUT_PARAMS = ParamSet((
+    Param("audio", "bool", True, "copy the source's audio streams into the heatmap and matte videos "
+          "(remuxed; transcoded only where the container cannot hold the codec); --no-audio drops them"),
+    Param("matte_style", "choice", "straight", "what the matte holds: straight (RGB + mask alpha), premultiplied, "
+          "solid (foreground over --matte-color, no alpha), background (foreground over --background), "
+          "alpha (the mask as a gray luma matte)", choices=MATTE_STYLES),
+    Param("matte_color", "str", "#00ff00", "colour behind the foreground for matte_style=solid ('#rrggbb' or 'r,g,b')"),
+    Param("background", "str", None, "image or video behind the foreground for matte_style=background "
+          "(resized to the frame size; a video loops)", nullable=True),
+))
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,31 @@ class OutputFormat:
     options: tuple[tuple[str, str], ...] = ()
     channels: int = 3  # 1 gray, 3 rgb, 4 rgba
     description: str = ""
+    bits: int = 8  # bits per channel of the pixels the writer takes (8: uint8, 16: uint16)
+    codec_tag: str | None = None
+
+    @property
+    def is_yuv(self) -> bool:
+        return self.pix_fmt.startswith("yuv")
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.channels == 4
+
+    def without_alpha(self, channels: int = 3) -> "OutputFormat":
+        """The same format for opaque pixels: ``channels`` 3 (RGB) or 1 (gray)."""
+        if channels == self.channels:
+            return self
+        if self.is_yuv:
+            pix = self.pix_fmt.replace("yuva", "yuv")
+        elif channels == 1:
+            pix = "gray16be" if self.bits == 16 else "gray"
+        else:
+            pix = "rgb48be" if self.bits == 16 else "rgb24"
+        return replace(self, pix_fmt=pix, channels=channels)
+
+
+_H265 = (("crf", "14"), ("preset", "fast"), ("x265-params", "log-level=error"))
 
 
 # kind -> format name -> OutputFormat
@@ -45,16 +87,24 @@ FORMATS: dict[str, dict[str, OutputFormat]] = {
                             "H.264 yuv420p, plays in browsers and editors (lossy, near-lossless crf 12)"),
         "ffv1": OutputFormat("ffv1", ".mkv", "ffv1", "gray", (("level", "3"),), 1, "FFV1 8-bit gray in Matroska, lossless"),
         "png": OutputFormat("png", "", "png", "gray", (), 1, "8-bit grayscale PNG sequence, lossless"),
+        "png16": OutputFormat("png16", "", "png", "gray16be", (), 1, "16-bit grayscale PNG sequence, lossless", 16),
+        "tiff16": OutputFormat("tiff16", "", "tiff", "gray16le", (), 1, "16-bit grayscale TIFF sequence, lossless", 16),
+        "h265": OutputFormat("h265", ".mp4", "libx265", "yuv420p", _H265, 1,
+                             "H.265 yuv420p ('hvc1' tag for Apple players), smaller previews", codec_tag="hvc1"),
     },
     "heatmap": {
         "mp4": OutputFormat("mp4", ".mp4", "libx264", "yuv420p", (("crf", "18"), ("preset", "fast")), 3,
                             "H.264 yuv420p"),
+        "h265": OutputFormat("h265", ".mp4", "libx265", "yuv420p", _H265, 3, "H.265 yuv420p ('hvc1')",
+                             codec_tag="hvc1"),
     },
     "matte": {
         "prores": OutputFormat("prores", ".mov", "prores_ks", "yuva444p10le",
                                (("profile", "4444"), ("vendor", "apl0"), ("alpha_bits", "16")), 4,
-                               "ProRes 4444 with alpha in QuickTime (Resolve, Nuke, After Effects, Premiere)"),
+                               "ProRes 4444 with alpha in QuickTime (Resolve, Nuke, After Effects, Premiere)", 16),
         "png": OutputFormat("png", "", "png", "rgba", (), 4, "8-bit RGBA PNG sequence (straight alpha)"),
+        "png16": OutputFormat("png16", "", "png", "rgba64be", (), 4, "16-bit RGBA PNG sequence", 16),
+        "tiff16": OutputFormat("tiff16", "", "tiff", "rgba64le", (), 4, "16-bit RGBA TIFF sequence", 16),
         "webm": OutputFormat("webm", ".webm", "libvpx-vp9", "yuva420p", (("crf", "20"), ("b", "0"), ("row-mt", "1")), 4,
                              "VP9 with alpha in WebM (browsers)"),
     },
@@ -101,8 +151,15 @@ def _even_pad(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+_IN_FORMATS = {(1, 8): "gray", (3, 8): "rgb24", (4, 8): "rgba", (1, 16): "gray16le", (3, 16): "rgb48le", (4, 16): "rgba64le"}
+
+
 class VideoWriter(Writer):
     """Encode frames into a video file with PyAV, keeping the source timestamps.
+
+    YUV formats are converted from RGB with the BT.709 matrix into limited ("TV") range and
+    tagged so (matrix, primaries, transfer, range), so players and editors that honour the
+    tags show the source colours.
 
     Args:
         path: final file name.
@@ -110,10 +167,14 @@ class VideoWriter(Writer):
         width, height: frame size.
         rate: nominal frame rate (exact fraction).
         time_base: time base of the given ``pts`` (the source stream's).
+        audio_source: copy this file's audio streams into the output (see :class:`~streammask.audio.AudioCopier`).
+        audio_to_video_end: cut the audio at the end of the last video frame (when the video
+            stops early, e.g. ``max_frames``); otherwise all the source's audio is kept.
     """
 
     def __init__(self, path: str | os.PathLike, fmt: OutputFormat, *, width: int, height: int, rate: Fraction | None,
-                 time_base: Fraction) -> None:
+                 time_base: Fraction, audio_source: str | os.PathLike | None = None,
+                 audio_to_video_end: bool = False) -> None:
         import av
 
         self.path = Path(path)
@@ -121,6 +182,10 @@ class VideoWriter(Writer):
         self._tmp = partial_path(self.path)
         self._closed = False
         self.frames_written = 0
+        self.audio = None
+        self._audio_to_video_end = audio_to_video_end
+        self._rate = rate
+        self._last_pts: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             opts = {"movflags": "+faststart"} if fmt.suffix in (".mp4", ".mov") else {}
@@ -134,29 +199,43 @@ class VideoWriter(Writer):
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
             stream.options = dict(fmt.options)
-            if fmt.codec in ("libx264", "libvpx-vp9"):
-                stream.codec_context.color_range = 1  # MPEG (limited) range, as players expect
+            if fmt.codec_tag:
+                stream.codec_context.codec_tag = fmt.codec_tag
+            if fmt.is_yuv:
+                cc = stream.codec_context
+                cc.color_range = 1  # MPEG (limited) range, as players expect
                 for attr, val in (("colorspace", 1), ("color_primaries", 1), ("color_trc", 1)):  # BT.709
                     try:
-                        setattr(stream.codec_context, attr, val)
+                        setattr(cc, attr, val)
                     except (AttributeError, ValueError, TypeError):
                         pass
             self._stream = stream
+            if audio_source is not None:
+                from .audio import AudioCopier
+
+                self.audio = AudioCopier(self._container, str(audio_source), suffix=fmt.suffix, name=self.path.name)
         except Exception as exc:
             self._cleanup()
             raise OutputError(f"cannot open {self.path} for writing with {fmt.codec}: {exc}") from exc
-        self._in_fmt = {1: "gray", 3: "rgb24", 4: "rgba"}[fmt.channels]
+        self._in_fmt = _IN_FORMATS[(fmt.channels, fmt.bits)]
         self._time_base = time_base
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
-        """Encode ``(B, H, W, C)`` uint8 frames with their source ``pts``."""
+        """Encode ``(B, H, W, C)`` frames (uint8, or uint16 for 16-bit formats) with their source ``pts``."""
         import av
+        from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
         if self._pad:
             frames = _even_pad(frames)
+        if self.fmt.bits == 16 and frames.dtype == np.uint8:
+            frames = frames.astype(np.uint16) * np.uint16(257)
         for img, p in zip(frames, pts):
-            arr = img[..., 0] if self._in_fmt == "gray" else img
+            arr = img[..., 0] if img.shape[-1] == 1 else img
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=self._in_fmt)
+            if self.fmt.is_yuv:
+                frame = frame.reformat(format=self.fmt.pix_fmt, dst_colorspace=Colorspace.ITU709,
+                                       dst_color_range=ColorRange.MPEG, dst_color_trc=1, dst_color_primaries=1,
+                                       interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND)
             frame.pts = int(p)
             frame.time_base = self._time_base
             try:
@@ -165,14 +244,25 @@ class VideoWriter(Writer):
             except av.error.FFmpegError as exc:
                 raise OutputError(f"cannot write frame {self.frames_written} (pts {int(p)}) to {self.path}: {exc}") from exc
             self.frames_written += 1
+            self._last_pts = int(p)
+        if self.audio is not None and self._last_pts is not None:
+            self.audio.mux_until(float(self._last_pts * self._time_base))
+
+    def _video_end(self) -> float | None:
+        if self._last_pts is None:
+            return None
+        frame = 1 / self._rate if self._rate else 0
+        return float(self._last_pts * self._time_base + frame)
 
     def close(self) -> Path:
-        """Flush the encoder, close the file and give it its final name."""
+        """Flush the encoder (and the audio), close the file and give it its final name."""
         if self._closed:
             return self.path
         try:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
+            if self.audio is not None:
+                self.audio.finish(self._video_end() if self._audio_to_video_end else None)
             self._container.close()
         except Exception as exc:
             self.abort()
@@ -186,6 +276,8 @@ class VideoWriter(Writer):
         if self._closed:
             return
         self._closed = True
+        if self.audio is not None:
+            self.audio.close()
         try:
             self._container.close()
         except Exception:
@@ -200,8 +292,11 @@ class VideoWriter(Writer):
 
 
 class ImageSequenceWriter(Writer):
-    """Write numbered PNG files into a folder, plus ``frames.csv`` (index, pts, seconds)
+    """Write numbered PNG (or TIFF) files into a folder, plus ``frames.csv`` (index, pts, seconds)
     and ``sequence.json`` (exact rate and time base) so the timing is not lost.
+
+    8-bit formats take uint8 frames, 16-bit ones (``png16``, ``tiff16``) uint16 (uint8 is scaled
+    by 257). 1 channel is written as gray, 3 as RGB, 4 as RGBA.
 
     The folder is built under a hidden temporary name and renamed when complete.
     """
@@ -214,6 +309,7 @@ class ImageSequenceWriter(Writer):
         self._closed = False
         self.frames_written = 0
         self._digits = digits
+        self._ext = "tif" if fmt.codec == "tiff" else "png"
         self._rate = rate
         self._time_base = time_base
         if self._tmp.exists():
@@ -225,15 +321,18 @@ class ImageSequenceWriter(Writer):
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
         import cv2
 
+        if self.fmt.bits == 16 and frames.dtype == np.uint8:
+            frames = frames.astype(np.uint16) * np.uint16(257)
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self._ext == "png" else []
         for img, p in zip(frames, pts):
-            name = f"{self.path.name}_{self.frames_written:0{self._digits}d}.png"
+            name = f"{self.path.name}_{self.frames_written:0{self._digits}d}.{self._ext}"
             if img.shape[-1] == 1:
                 out = img[..., 0]
             elif img.shape[-1] == 4:
                 out = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
             else:
                 out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(self._tmp / name), out, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            if not cv2.imwrite(str(self._tmp / name), np.ascontiguousarray(out), params):
                 raise OutputError(f"cannot write {self._tmp / name}")
             self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
             self.frames_written += 1
@@ -246,8 +345,9 @@ class ImageSequenceWriter(Writer):
             "frames": self.frames_written,
             "frame_rate": str(self._rate) if self._rate else None,
             "time_base": str(self._time_base),
-            "pattern": f"{self.path.name}_%0{self._digits}d.png",
+            "pattern": f"{self.path.name}_%0{self._digits}d.{self._ext}",
             "channels": self.fmt.channels,
+            "bits": self.fmt.bits,
         }
         (self._tmp / "sequence.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if self.path.exists():
@@ -265,13 +365,51 @@ class ImageSequenceWriter(Writer):
 
 
 def make_writer(kind: str, fmt_name: str, path_stem: Path, *, width: int, height: int, rate: Fraction | None,
-                time_base: Fraction) -> Writer:
-    """Create the writer for output ``kind`` (mask/heatmap/matte) in format ``fmt_name``."""
+                time_base: Fraction, channels: int | None = None, audio_source: str | os.PathLike | None = None,
+                audio_to_video_end: bool = False) -> Writer:
+    """Create the writer for output ``kind`` (mask/heatmap/matte) in format ``fmt_name``.
+
+    Args:
+        channels: the pixels' channels when they differ from the format's (a matte style
+            without alpha: 3 = RGB, 1 = gray); the format then drops its alpha.
+        audio_source: copy this file's audio into the output (video files of
+            :data:`AUDIO_KINDS` only; ignored for image sequences and other kinds).
+        audio_to_video_end: cut the audio where the video ends.
+    """
     try:
         fmt = FORMATS[kind][fmt_name]
     except KeyError:
         allowed = ", ".join(repr(n) for n in FORMATS.get(kind, {}))
         raise ParameterError(f"{kind}_format", fmt_name, f"one of {allowed}") from None
-    cls = ImageSequenceWriter if fmt.suffix == "" else VideoWriter
+    if channels is not None:
+        fmt = fmt.without_alpha(channels)
     path = path_stem.with_name(path_stem.name + fmt.suffix)
-    return cls(path, fmt, width=width, height=height, rate=rate, time_base=time_base)
+    if fmt.suffix == "":
+        return ImageSequenceWriter(path, fmt, width=width, height=height, rate=rate, time_base=time_base)
+    audio = audio_source if kind in AUDIO_KINDS else None
+    return VideoWriter(path, fmt, width=width, height=height, rate=rate, time_base=time_base, audio_source=audio,
+                       audio_to_video_end=audio_to_video_end)
+
+
+def output_look(settings: dict, info, kinds: Sequence[str]) -> dict:
+    """What the validated run ``settings`` (:data:`OUTPUT_PARAMS` and the formats) mean for the writers.
+
+    Returns:
+        ``{"channels": {kind: 3 or 1} for a matte style without alpha, "bits": {kind: 8 or 16},
+        "color": (r, g, b), "background": a Background or None}``.
+    """
+    from .matte import MATTE_HAS_ALPHA, Background, parse_color
+
+    style = settings["matte_style"]
+    channels: dict[str, int] = {}
+    if "matte" in kinds and not MATTE_HAS_ALPHA[style]:
+        channels["matte"] = 1 if style == "alpha" else 3
+    bits = {k: FORMATS[k][settings[f"{k}_format"]].bits for k in kinds}
+    color = parse_color(settings["matte_color"])
+    background = None
+    if style == "background" and "matte" in kinds:
+        if not settings.get("background"):
+            raise ParameterError("background", settings.get("background"),
+                                 "an image or video file when matte_style='background'")
+        background = Background(settings["background"], width=info.width, height=info.height)
+    return {"channels": channels, "bits": bits, "color": color, "background": background}

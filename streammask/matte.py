@@ -1,0 +1,146 @@
+"""Matte styles: how the source frame and the mask become the ``matte`` output.
+
+=================  =======================================================  ==========
+style              pixels                                                    alpha
+=================  =======================================================  ==========
+``straight``       source RGB                                                the mask
+``premultiplied``  source RGB x mask                                         the mask
+``solid``          source RGB over ``matte_color`` (green screen)            none
+``background``     source RGB over ``background`` (an image or a video)      none
+``alpha``          the mask as gray (luma matte)                              none
+=================  =======================================================  ==========
+
+Compositing is ``out = fg * a + bg * (1 - a)`` in the file's code values (no
+linearisation, as editors' "normal" blend mode on video does), rounded to the
+output's bit depth.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = ["MATTE_STYLES", "MATTE_HAS_ALPHA", "parse_color", "compose_matte", "Background"]
+
+MATTE_STYLES = ("straight", "premultiplied", "solid", "background", "alpha")
+# styles whose file keeps an alpha channel
+MATTE_HAS_ALPHA = {"straight": True, "premultiplied": True, "solid": False, "background": False, "alpha": False}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"}
+
+
+def parse_color(text: str, *, name: str = "matte_color") -> tuple[int, int, int]:
+    """``"#00ff00"``, ``"00ff00"`` or ``"0,255,0"`` -> ``(0, 255, 0)``."""
+    s = str(text).strip()
+    try:
+        if "," in s:
+            rgb = tuple(int(v) for v in s.split(","))
+            if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
+                return rgb  # type: ignore[return-value]
+        else:
+            h = s[1:] if s.startswith("#") else s
+            if len(h) == 6:
+                return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise ParameterError(name, text, "a colour '#rrggbb' or 'r,g,b' (0-255)")
+
+
+def _scale(rgb: np.ndarray, dtype) -> np.ndarray:
+    """uint8 RGB -> ``dtype`` (uint16: x257, so 255 -> 65535)."""
+    if dtype == np.uint8:
+        return rgb
+    return rgb.astype(np.uint16) * np.uint16(257)
+
+
+def compose_matte(rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
+                  color: tuple[int, int, int] = (0, 255, 0), background: np.ndarray | None = None) -> np.ndarray:
+    """Build the matte pixels for one batch.
+
+    Args:
+        rgb: ``(B, H, W, 3)`` uint8 source frames.
+        mask: ``(B, H, W, 1)`` uint8 or uint16 mask (its dtype is the output's).
+        style: one of :data:`MATTE_STYLES`.
+        color: the solid colour (``solid``), 0-255.
+        background: ``(B, H, W, 3)`` uint8 background frames (``background``).
+
+    Returns:
+        ``(B, H, W, 4)`` for ``straight``/``premultiplied``, ``(B, H, W, 3)`` for
+        ``solid``/``background``, ``(B, H, W, 1)`` for ``alpha``; the mask's dtype.
+    """
+    dtype = mask.dtype
+    top = 255 if dtype == np.uint8 else 65535
+    if style == "alpha":
+        return mask
+    fg = _scale(rgb, dtype)
+    if style == "straight":
+        return np.concatenate([fg, mask], axis=-1)
+    a = mask.astype(np.float32) / top
+    if style == "premultiplied":
+        return np.concatenate([np.rint(fg * a).astype(dtype), mask], axis=-1)
+    if style == "solid":
+        bg = np.asarray(color, np.float32) * (top / 255)
+    elif style == "background":
+        if background is None:
+            raise ParameterError("background", None, "an image or video file when matte_style='background'")
+        bg = _scale(background, dtype).astype(np.float32)
+    else:
+        raise ParameterError("matte_style", style, "one of " + ", ".join(repr(s) for s in MATTE_STYLES))
+    return np.rint(fg * a + bg * (1 - a)).clip(0, top).astype(dtype)
+
+
+class Background:
+    """Background frames for ``matte_style='background'``, resized to the output size.
+
+    An image gives the same frame every time; a video gives its frames in order and
+    starts again from its first frame when it ends (a short loop behind a long shot).
+
+    Args:
+        path: image or video file.
+        width, height: output frame size (the background is resized to it, aspect not kept).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, width: int, height: int) -> None:
+        import cv2
+
+        p = Path(path)
+        if not p.is_file():
+            raise ParameterError("background", str(path), "an existing image or video file")
+        self.path, self.width, self.height = p, width, height
+        self._image: np.ndarray | None = None
+        self._frames: Iterator[np.ndarray] | None = None
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ParameterError("background", str(path), "an image OpenCV can read, or a video")
+            self._image = self._fit(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        else:
+            from .video import probe
+
+            probe(p)  # a clear error now if it is not a video
+            self._frames = self._video()
+
+    def _fit(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if img.shape[:2] == (self.height, self.width):
+            return img
+        interp = cv2.INTER_AREA if img.shape[0] * img.shape[1] > self.width * self.height else cv2.INTER_LINEAR
+        return cv2.resize(img, (self.width, self.height), interpolation=interp)
+
+    def _video(self) -> Iterator[np.ndarray]:
+        from .video import read_batches
+
+        while True:
+            for batch in read_batches(self.path, batch_size=1):
+                yield self._fit(batch.frames[0])
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` background frames, ``(n, H, W, 3)`` uint8."""
+        if self._image is not None:
+            return np.broadcast_to(self._image, (n, *self._image.shape))
+        return np.stack([next(self._frames) for _ in range(n)])

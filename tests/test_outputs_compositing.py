@@ -1,0 +1,536 @@
+"""Compositing-grade outputs, verified end to end through ``process_video``.
+
+Every output format is written from synthesized sources (odd size, 30000/1001 with a
+start offset, variable frame rate, AAC audio, rotation, limited and full range), then
+read back with PyAV and with the system ``ffprobe`` (skipped with a reason when missing):
+frame count, each frame's timestamp, size, pixel format, colour tags, and the mask / alpha
+values against a reference mask computed from the same decoded frames.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from streammask import MaskPipeline, ParameterError, process_video, read_batches
+from streammask.writers import FORMATS
+
+FFPROBE = shutil.which("ffprobe")
+FFMPEG = shutil.which("ffmpeg")
+needs_ffprobe = pytest.mark.skipif(FFPROBE is None, reason="ffprobe (system ffmpeg package) is not installed")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg (system package) is not installed")
+HAS_X265 = "libx265" in av.codecs_available
+NTSC = Fraction(30000, 1001)
+
+
+class RedSegmenter:
+    """A deterministic segmenter: the logit is the (resized) red channel, so the mask is known.
+
+    ``(B, 3, H, W)`` uint8 -> ``(B, P, S, S)`` logits ``8 * (red / 255 - 0.5)``.
+    """
+
+    device = torch.device("cpu")
+    size = 352
+
+    def segment(self, frames, prompts, *, preprocess="pil", size=None):
+        s = size or self.size
+        red = frames[:, :1].float() / 255
+        red = torch.nn.functional.interpolate(red, size=(s, s), mode="bilinear", align_corners=False)
+        return (8 * (red - 0.5)).expand(-1, len(prompts), -1, -1).contiguous()
+
+
+SEG = RedSegmenter()
+
+
+def _images(n, w, h):
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 1] = (xx * 255 // max(w - 1, 1)).astype(np.uint8)
+        img[..., 2] = (yy * 255 // max(h - 1, 1)).astype(np.uint8)
+        # a soft red disc that moves: the mask
+        r = np.hypot(xx - w / 3 - 3 * i, yy - h / 2) / (h / 3)
+        img[..., 0] = (np.clip(1.5 - r, 0, 1) * 255).astype(np.uint8)
+        yield img
+
+
+def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30000), rate=NTSC, audio=False,
+                rotation=0) -> Path:
+    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0)."""
+    w, h = size
+    pts = list(pts) if pts is not None else [i * 1001 for i in range(8)]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p" if w % 2 == h % 2 == 0 else "yuv444p"  # 4:2:0 needs even
+        s.time_base = s.codec_context.time_base = time_base
+        if rotation:
+            s.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=44100, layout="stereo")
+        for img, p in zip(_images(len(pts), w, h), pts):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = p, time_base
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+        if a is not None:  # a 440 Hz tone as long as the video
+            seconds = float((pts[-1] - pts[0]) * time_base) + 1 / float(rate)
+            total = int(seconds * 44100)
+            t = np.arange(total) / 44100
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            start = int(round(float(pts[0] * time_base) * 44100))
+            for i in range(0, total, 1024):
+                chunk = np.stack([tone[i:i + 1024]] * 2)
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+                f.sample_rate, f.pts, f.time_base = 44100, start + i, Fraction(1, 44100)
+                for packet in a.encode(f):
+                    c.mux(packet)
+            for packet in a.encode(None):
+                c.mux(packet)
+    return path
+
+
+def source_truth(path: Path):
+    """The decoded frames, their pts and time base, and the reference soft mask (float in [0, 1])."""
+    batches = list(read_batches(path, batch_size=64))
+    frames = np.concatenate([b.frames for b in batches])
+    pts = [p for b in batches for p in b.pts]
+    mask = MaskPipeline(SEG, prompt="red").process(frames)["soft"].mask[:, 0].numpy()
+    return frames, pts, batches[0].time_base, mask
+
+
+def run(src, out, **kw):
+    kw.setdefault("outputs", ["mask", "heatmap", "matte"])
+    return process_video(src, prompt="red", out_dir=out, segmenter=SEG, batch_size=4, progress=False, **kw)
+
+
+def decode(path: Path, fmt: str, codec: str | None = None):
+    """PyAV read-back: ``(images, pts, time_base, stream info dict)``; ``codec`` forces a decoder."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        info = {"pix_fmt": s.codec_context.format.name if s.codec_context.format else None,
+                "codec": s.codec_context.name, "audio": len(c.streams.audio)}
+        if codec:
+            ctx = av.codec.CodecContext.create(codec, "r")
+            frames = [f for p in c.demux(s) for f in (ctx.decode(p) if p.size else ctx.decode(None))]
+        else:
+            frames = list(c.decode(s))
+        tb = s.time_base
+        info["decoded_pix_fmt"] = frames[0].format.name if frames else None
+    return [f.to_ndarray(format=fmt) for f in frames], [f.pts for f in frames], tb, info
+
+
+def ffprobe(path: Path) -> dict:
+    """ffprobe's view of the first video stream and its frames."""
+    out = subprocess.run(
+        [FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name,profile,codec_tag_string,pix_fmt,width,height,color_range,color_space,color_transfer,"
+         "color_primaries,r_frame_rate,time_base:frame=pts,best_effort_timestamp_time,pts_time",
+         "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    return {"stream": data["streams"][0], "frames": data.get("frames", [])}
+
+
+def ffprobe_audio(path: Path) -> list[dict]:
+    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "a", "-show_entries",
+                          "stream=codec_name,duration,sample_rate,start_time", "-count_packets", "-show_entries",
+                          "stream=nb_read_packets", "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout).get("streams", [])
+
+
+def seconds(pts, tb):
+    return [float(p * tb) for p in pts]
+
+
+# --------------------------------------------------------------------------------------
+# every format: count, timestamps, size, pixel format, tags, values
+# --------------------------------------------------------------------------------------
+# (kind, format, read-back pix fmt, value tolerance in 8-bit levels on 99 % of the pixels
+# (lossy codecs: 95 % and a PSNR >= 40 dB), exact size?)
+LOSSY = {"mp4", "h265", "webm"}
+CASES = [
+    ("mask", "mp4", "gray", 3, False),
+    ("mask", "h265", "gray", 3, False),
+    ("mask", "ffv1", "gray", 1, True),
+    ("mask", "png", None, 1, True),
+    ("mask", "png16", None, 1, True),
+    ("mask", "tiff16", None, 1, True),
+    ("heatmap", "mp4", "rgb24", None, False),
+    ("heatmap", "h265", "rgb24", None, False),
+    ("matte", "prores", "rgba64le", 1, True),
+    ("matte", "webm", "rgba", 4, False),
+    ("matte", "png", None, 1, True),
+    ("matte", "png16", None, 1, True),
+    ("matte", "tiff16", None, 1, True),
+]
+ODD = (175, 143)
+
+
+@pytest.fixture(scope="module")
+def odd_offset_source(tmp_path_factory):
+    """175x143, 30000/1001, first pts 3003 (a start offset of 0.1 s)."""
+    path = make_source(tmp_path_factory.mktemp("src") / "odd.mp4", size=ODD, pts=[3003 + i * 1001 for i in range(8)])
+    return path, source_truth(path)
+
+
+def _sequence(folder: Path):
+    import cv2
+
+    meta = json.loads((folder / "sequence.json").read_text())
+    rows = [line.split(",") for line in (folder / "frames.csv").read_text().splitlines()[1:]]
+    imgs = [cv2.imread(str(folder / r[1]), cv2.IMREAD_UNCHANGED) for r in rows]
+    imgs = [i if i.ndim == 2 else cv2.cvtColor(i, cv2.COLOR_BGRA2RGBA if i.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+            for i in imgs]
+    return imgs, [int(r[2]) for r in rows], meta
+
+
+@pytest.mark.parametrize("kind,fmt,read_fmt,tol,exact_size", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_every_format_keeps_count_timing_size_and_values(odd_offset_source, tmp_path, kind, fmt, read_fmt, tol,
+                                                         exact_size):
+    if FORMATS[kind][fmt].codec == "libx265" and not HAS_X265:
+        pytest.skip("libx265 is not in this PyAV build")
+    src, (frames, src_pts, src_tb, ref) = odd_offset_source
+    w, h = ODD
+    summary = run(src, tmp_path, outputs=[kind], **{f"{kind}_format": fmt})
+    path = summary.outputs[f"soft.{kind}"]
+    spec = FORMATS[kind][fmt]
+    bits = spec.bits
+    if spec.suffix == "":  # image sequence: exact pts in frames.csv, exact rate in sequence.json
+        imgs, pts, meta = _sequence(path)
+        assert pts == src_pts
+        assert meta["frame_rate"] == "30000/1001" and meta["time_base"] == str(src_tb) and meta["frames"] == 8
+        assert meta["bits"] == bits
+        assert all(i.dtype == (np.uint16 if bits == 16 else np.uint8) for i in imgs)
+        values = [i if kind == "mask" else i[..., 3] for i in imgs]
+    else:
+        imgs, pts, tb, info = decode(path, read_fmt, codec="libvpx-vp9" if fmt == "webm" else None)
+        # what the decoder gives: FFmpeg decodes ProRes 4444 at 12 bits (yuva444p12le) from our 10-bit pixels
+        # (16-bit alpha); VP9 alpha needs the libvpx decoder
+        want_pix = "yuva444p" if spec.codec == "prores_ks" else spec.pix_fmt
+        assert info["decoded_pix_fmt"].startswith(want_pix), info
+        exact_time = spec.suffix in (".mp4", ".mov")  # Matroska/WebM store milliseconds
+        if exact_time:
+            assert tb == src_tb and pts == src_pts
+        assert seconds(pts, tb) == pytest.approx(seconds(src_pts, src_tb), abs=1e-9 if exact_time else 5.01e-4)
+        values = [i[..., 3] if kind == "matte" else i for i in imgs]
+        if read_fmt == "rgba64le":
+            bits = 16
+    assert len(imgs) == len(frames) == 8
+    # size: exact, or padded by one row/column (4:2:0 needs even sizes)
+    want = (h, w) if exact_size else (h + 1, w + 1)
+    assert imgs[0].shape[:2] == want
+    if tol is None:  # heatmap: jet colours over the frame, checked through the mask elsewhere
+        return
+    scale = 65535 if bits == 16 else 255
+    for v, m in zip(values, ref):
+        got = v[:h, :w].astype(np.float64) * (255 / scale)
+        err = np.abs(got - m * 255)
+        share = 0.95 if fmt in LOSSY else 0.99
+        assert (err <= tol).mean() >= share and err.mean() < tol, f"{kind}/{fmt}: mean error {err.mean():.2f}"
+        if fmt in LOSSY:
+            assert psnr(got, m * 255) >= 40
+        if fmt in ("png16", "tiff16") or (kind == "matte" and fmt == "prores"):
+            # 16-bit formats carry more than 256 levels of the soft mask (no 8-bit banding)
+            assert len(np.unique(v)) > 256 or len(np.unique(np.rint(m * 255))) < 64
+
+
+@needs_ffprobe
+@pytest.mark.parametrize("kind,fmt", [(c[0], c[1]) for c in CASES if FORMATS[c[0]][c[1]].suffix],
+                         ids=[f"{c[0]}-{c[1]}" for c in CASES if FORMATS[c[0]][c[1]].suffix])
+def test_ffprobe_sees_count_timing_pixel_format_and_tags(odd_offset_source, tmp_path, kind, fmt):
+    spec = FORMATS[kind][fmt]
+    if spec.codec == "libx265" and not HAS_X265:
+        pytest.skip("libx265 is not in this PyAV build")
+    src, (frames, src_pts, src_tb, _) = odd_offset_source
+    path = run(src, tmp_path, outputs=[kind], **{f"{kind}_format": fmt}).outputs[f"soft.{kind}"]
+    probe = ffprobe(path)
+    st = probe["stream"]
+    assert len(probe["frames"]) == 8
+    times = [float(f.get("pts_time") or f["best_effort_timestamp_time"]) for f in probe["frames"]]
+    exact = spec.suffix in (".mp4", ".mov")
+    assert times == pytest.approx(seconds(src_pts, src_tb), abs=1e-6 if exact else 5.01e-4)
+    assert Fraction(st["r_frame_rate"]) == NTSC
+    if fmt == "webm":
+        # FFmpeg's native vp9 decoder (ffprobe's) reports no alpha; the alpha is in BlockAdditional
+        assert st["pix_fmt"] == "yuv420p"
+    elif spec.codec == "prores_ks":  # FFmpeg's ProRes decoder works at 12 bits
+        assert st["pix_fmt"].startswith("yuva444p") and st["profile"] == "4444"
+    else:
+        assert st["pix_fmt"] == spec.pix_fmt
+    if spec.is_yuv:
+        assert (st.get("color_range"), st.get("color_space"), st.get("color_primaries"), st.get("color_transfer")) == \
+            ("tv", "bt709", "bt709", "bt709")
+    if spec.codec_tag:
+        assert st["codec_tag_string"] == spec.codec_tag
+    if spec.codec == "prores_ks":
+        assert st["codec_name"] == "prores" and (st["width"], st["height"]) == ODD
+
+
+# --------------------------------------------------------------------------------------
+# timing: variable frame rate, 30000/1001, start offset
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("label,pts,tb", [
+    ("vfr", [0, 33, 50, 100, 101, 180, 200, 290], Fraction(1, 1000)),
+    ("ntsc-offset", [90090 + i * 1001 for i in range(8)], Fraction(1, 30000)),
+    ("vfr-90k", [0, 3003, 4500, 9000, 15015, 16000, 21000, 27000], Fraction(1, 90000)),
+])
+def test_timestamps_survive_in_every_container(tmp_path, label, pts, tb):
+    src = make_source(tmp_path / f"{label}.mp4", pts=pts, time_base=tb)
+    _, src_pts, src_tb, _ = source_truth(src)
+    # the MP4 muxer may choose a finer time base for the source (1/1000 -> 1/16000): same instants
+    assert seconds(src_pts, src_tb) == pytest.approx(seconds(pts, tb), abs=1e-9)
+    pts, tb = src_pts, src_tb
+    s = run(src, tmp_path / "out", mask_format="ffv1", matte_format="prores")
+    for key in ("soft.mask", "soft.heatmap", "soft.matte"):
+        _, got, got_tb, _ = decode(s.outputs[key], "gray")
+        mkv = s.outputs[key].suffix == ".mkv"
+        assert len(got) == len(pts), key
+        assert seconds(got, got_tb) == pytest.approx(seconds(pts, tb), abs=5.01e-4 if mkv else 1e-9), key
+        if not mkv:
+            assert got == pts and got_tb == tb
+    webm = run(src, tmp_path / "webm", outputs=["matte"], matte_format="webm").outputs["soft.matte"]
+    _, got, got_tb, _ = decode(webm, "rgba", codec="libvpx-vp9")
+    assert seconds(got, got_tb) == pytest.approx(seconds(pts, tb), abs=5.01e-4)
+
+
+# --------------------------------------------------------------------------------------
+# audio
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audio_source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("asrc") / "talk.mp4", pts=[i * 1001 for i in range(15)], audio=True)
+
+
+def _audio_packets(path: Path):
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None, []
+        a = c.streams.audio[0]
+        packets = [p for p in c.demux(a) if p.size]
+        return a, packets
+
+
+def _audio_span(path: Path) -> tuple[str, float, float, int]:
+    """(codec, first packet time, end of the last packet, packets)."""
+    a, packets = _audio_packets(path)
+    assert a is not None, f"{path.name} has no audio stream"
+    first = min(float(p.pts * p.time_base) for p in packets)
+    end = max(float((p.pts + (p.duration or 0)) * p.time_base) for p in packets)
+    return a.codec_context.name, first, end, len(packets)
+
+
+def test_audio_is_remuxed_into_heatmap_and_matte(audio_source, tmp_path):
+    s = run(audio_source, tmp_path, mask_format="mp4", matte_format="prores")
+    codec, first, end, n = _audio_span(audio_source)
+    assert codec == "aac" and n > 5
+    for key in ("soft.heatmap", "soft.matte"):
+        got_codec, got_first, got_end, got_n = _audio_span(s.outputs[key])
+        assert got_codec == "aac", key  # copied, not re-encoded
+        assert got_n == n, key
+        assert got_first == pytest.approx(first, abs=1e-9) and abs((got_end - got_first) - (end - first)) <= 1024 / 44100
+        with av.open(str(audio_source)) as c_src, av.open(str(s.outputs[key])) as c_out:  # the same bytes
+            a = [bytes(p) for p in c_src.demux(audio=0) if p.size]
+            b = [bytes(p) for p in c_out.demux(audio=0) if p.size]
+            assert a == b, key
+    assert _audio_packets(s.outputs["soft.mask"])[0] is None  # the mask is a picture track only
+
+
+def test_aac_into_webm_is_transcoded_to_opus_and_said(audio_source, tmp_path, caplog):
+    _, first, end, _ = _audio_span(audio_source)
+    with caplog.at_level("WARNING", logger="streammask"):
+        s = run(audio_source, tmp_path, outputs=["matte"], matte_format="webm")
+    assert "transcoded to libopus" in caplog.text and "aac" in caplog.text
+    codec, got_first, got_end, n = _audio_span(s.outputs["soft.matte"])
+    assert codec == "opus" and n > 5
+    assert abs((got_end - got_first) - (end - first)) <= 960 / 48000 + 1024 / 44100  # within one frame of each
+    imgs, _, _, _ = decode(s.outputs["soft.matte"], "rgba", codec="libvpx-vp9")
+    assert len(imgs) == 15
+
+
+@needs_ffprobe
+def test_ffprobe_sees_the_audio(audio_source, tmp_path):
+    s = run(audio_source, tmp_path, outputs=["heatmap"])
+    src = ffprobe_audio(audio_source)
+    out = ffprobe_audio(s.outputs["soft.heatmap"])
+    assert len(out) == 1 and out[0]["codec_name"] == "aac"
+    assert int(out[0]["nb_read_packets"]) == int(src[0]["nb_read_packets"]) > 0
+    assert abs(float(out[0]["duration"]) - float(src[0]["duration"])) <= 1024 / 44100
+
+
+def test_no_audio_drops_it_and_max_frames_cuts_it(audio_source, tmp_path):
+    s = run(audio_source, tmp_path / "none", audio=False)
+    for key in ("soft.heatmap", "soft.matte"):
+        assert _audio_packets(s.outputs[key])[0] is None
+    cut = run(audio_source, tmp_path / "cut", outputs=["heatmap"], max_frames=6).outputs["soft.heatmap"]
+    _, first, end, _ = _audio_span(cut)
+    _, src_first, src_end, _ = _audio_span(audio_source)
+    assert first == pytest.approx(src_first) and src_end > 0.45
+    assert 6 * 1001 / 30000 - 1024 / 44100 <= end <= 6 * 1001 / 30000 + 1024 / 44100  # ends with the video
+
+
+# --------------------------------------------------------------------------------------
+# rotation, colour
+# --------------------------------------------------------------------------------------
+def test_rotated_source_is_upright_in_every_output(tmp_path):
+    src = make_source(tmp_path / "phone.mp4", size=(64, 48), rotation=90)
+    frames, _, _, ref = source_truth(src)
+    assert frames.shape[1:3] == (64, 48)  # upright: portrait
+    s = run(src, tmp_path / "out", mask_format="ffv1", matte_format="prores")
+    for key in s.outputs:
+        with av.open(str(s.outputs[key])) as c:
+            st = c.streams.video[0]
+            assert (st.codec_context.width, st.codec_context.height) == (48, 64), key
+            f = next(c.decode(st))
+            assert not (getattr(f, "rotation", 0) or 0), f"{key} carries a rotation on top of rotated pixels"
+    masks, _, _, _ = decode(s.outputs["soft.mask"], "gray")
+    assert np.abs(masks[0].astype(float) - ref[0] * 255).mean() < 1
+
+
+def _ffmpeg_colour_source(path: Path, rng: str, matrix: str, colours: np.ndarray) -> Path:
+    """A clip made by the ffmpeg CLI from an RGB picture: converted and tagged with ``matrix`` / ``rng``."""
+    import cv2
+
+    img = np.repeat(colours, 16, 0)[None].repeat(32, 0)
+    png = path.with_suffix(".png")
+    cv2.imwrite(str(png), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    space = {"bt709": "bt709", "bt601": "smpte170m"}[matrix]
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-loop", "1", "-i", str(png), "-frames:v", "4", "-r", "30000/1001",
+                    "-vf", f"scale=out_color_matrix={matrix}:out_range={rng}", "-c:v", "libx264", "-pix_fmt",
+                    "yuv444p", "-color_range", rng, "-colorspace", space, "-color_primaries", space, "-color_trc",
+                    space, str(path)], check=True)
+    return path
+
+
+COLOURS = np.array([[200, 30, 40], [20, 180, 60], [50, 60, 220], [128, 128, 128], [235, 235, 20], [16, 16, 16]],
+                   np.uint8)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("rng,matrix", [("tv", "bt709"), ("pc", "bt709"), ("tv", "bt601"), ("pc", "bt601")])
+def test_decoding_honours_matrix_and_range_and_outputs_are_tagged_to_match(tmp_path, rng, matrix):
+    src = _ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
+    frames, _, _, _ = source_truth(src)
+    decoded = frames[0, 16, 8::16].astype(int)
+    assert np.abs(decoded - COLOURS).max() <= 3, decoded.tolist()
+    # the heatmap with a transparent colormap is the frame; the matte's RGB is the frame:
+    # decoded by the ffmpeg CLI (which honours the output's tags) they give the colours back
+    s = run(src, tmp_path / "out", outputs=["heatmap", "matte"], heatmap_alpha=0.0)
+    for key, pix, tol in (("soft.heatmap", "rgb24", 4), ("soft.matte", "rgba", 3)):
+        raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(s.outputs[key]), "-frames:v", "1", "-f", "rawvideo",
+                              "-pix_fmt", pix, "-"], capture_output=True, check=True).stdout
+        img = np.frombuffer(raw, np.uint8).reshape(32, 96, len(pix) - 2 if pix == "rgb24" else 4)
+        got = img[16, 8::16, :3].astype(int)
+        assert np.abs(got - COLOURS).max() <= tol, (key, got.tolist())
+
+
+# --------------------------------------------------------------------------------------
+# matte styles and compositing
+# --------------------------------------------------------------------------------------
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plate")
+    src = make_source(d / "plate.mp4", size=ODD)
+    import cv2
+
+    yy, xx = np.mgrid[0:ODD[1], 0:ODD[0]]
+    bg = np.stack([(xx * 3) % 256, (yy * 5) % 256, ((xx + yy) * 2) % 256], -1).astype(np.uint8)
+    cv2.imwrite(str(d / "bg.png"), cv2.cvtColor(bg, cv2.COLOR_RGB2BGR))
+    return src, source_truth(src), d / "bg.png", bg
+
+
+def _composite(fg, a, bg):
+    return np.rint(fg.astype(np.float64) * a[..., None] + bg.astype(np.float64) * (1 - a[..., None]))
+
+
+@pytest.mark.parametrize("fmt,min_psnr", [("png", 45), ("png16", 45), ("prores", 38), ("webm", 28)])
+def test_straight_matte_recombines_over_a_known_background(plate, tmp_path, fmt, min_psnr):
+    src, (frames, _, _, ref), _, bg = plate
+    h, w = ref.shape[1:]
+    path = run(src, tmp_path, outputs=["matte"], matte_format=fmt).outputs["soft.matte"]
+    if FORMATS["matte"][fmt].suffix:
+        imgs, _, _, _ = decode(path, "rgba64le" if fmt == "prores" else "rgba",
+                               codec="libvpx-vp9" if fmt == "webm" else None)
+    else:
+        imgs = _sequence(path)[0]
+    for img, f, m in zip(imgs, frames, ref):
+        img = img[:h, :w].astype(np.float64) / (65535 if img.dtype == np.uint16 else 255)
+        got = _composite(img[..., :3] * 255, img[..., 3], bg)
+        want = _composite(f, m, bg)
+        assert psnr(got, want) >= min_psnr, fmt
+
+
+def test_premultiplied_solid_background_and_alpha_styles(plate, tmp_path):
+    src, (frames, _, _, ref), bg_path, bg = plate
+    straight = _sequence(run(src, tmp_path / "s", outputs=["matte"], matte_format="png").outputs["soft.matte"])[0]
+    premul = _sequence(run(src, tmp_path / "p", outputs=["matte"], matte_format="png",
+                           matte_style="premultiplied").outputs["soft.matte"])[0]
+    solid = _sequence(run(src, tmp_path / "g", outputs=["matte"], matte_format="png", matte_style="solid",
+                          matte_color="#00ff00").outputs["soft.matte"])[0]
+    over = _sequence(run(src, tmp_path / "b", outputs=["matte"], matte_format="png", matte_style="background",
+                         background=bg_path).outputs["soft.matte"])[0]
+    luma = _sequence(run(src, tmp_path / "a", outputs=["matte"], matte_format="png16",
+                         matte_style="alpha").outputs["soft.matte"])[0]
+    green = np.broadcast_to(np.array([0, 255, 0], np.uint8), bg.shape)
+    for i, (f, m) in enumerate(zip(frames, ref)):
+        a = straight[i][..., 3] / 255
+        assert premul[i].shape[-1] == 4 and np.array_equal(premul[i][..., 3], straight[i][..., 3])
+        # premultiplied + background * (1 - alpha) == straight composite
+        assert psnr(premul[i][..., :3] + bg * (1 - a[..., None]), _composite(straight[i][..., :3], a, bg)) >= 48
+        assert solid[i].shape[-1] == 3 and psnr(solid[i], _composite(f, m, green)) >= 45
+        assert over[i].shape[-1] == 3 and psnr(over[i], _composite(f, m, bg)) >= 45
+        assert luma[i].ndim == 2 and luma[i].dtype == np.uint16
+        assert np.abs(luma[i] / 65535 - m).max() <= 1 / 65535 + 1e-6
+
+
+def test_video_background_and_opaque_prores(plate, tmp_path):
+    src, (frames, _, _, ref), _, _ = plate
+    bg_video = make_source(tmp_path / "bgclip.mp4", size=(90, 60), pts=[0, 1001, 2002])  # shorter: loops
+    bg_frames = next(read_batches(bg_video, batch_size=3)).frames
+    import cv2
+
+    s = run(src, tmp_path / "o", outputs=["matte"], matte_format="prores", matte_style="background",
+            background=bg_video)
+    imgs, pts, _, info = decode(s.outputs["soft.matte"], "rgb24")
+    assert info["decoded_pix_fmt"].startswith("yuv444p") and len(imgs) == 8  # no alpha plane
+    for i, (img, f, m) in enumerate(zip(imgs, frames, ref)):
+        bg = cv2.resize(bg_frames[i % 3], ODD, interpolation=cv2.INTER_LINEAR)
+        assert psnr(img, _composite(f, m, bg)) >= 38
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"matte_style": "chroma"}, "matte_style='chroma'"),
+    ({"matte_color": "green"}, "matte_color='green'"),
+    ({"matte_color": "#12345"}, "matte_color='#12345'"),
+    ({"matte_style": "background"}, "background=None"),
+    ({"matte_style": "background", "background": "/nonexistent/bg.png"}, "background='/nonexistent/bg.png'"),
+    ({"audio": "maybe"}, "audio='maybe'"),
+    ({"matte_format": "gif"}, "matte_format='gif'"),
+])
+def test_bad_output_settings_name_the_parameter(plate, tmp_path, kw, match):
+    with pytest.raises(ParameterError, match=match):
+        run(plate[0], tmp_path, **kw)
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_flags_exist():
+    from streammask.cli import build_parser
+
+    args = build_parser().parse_args(["run", "x.mp4", "--prompt", "p", "--no-audio", "--matte-style", "solid",
+                                      "--matte-color", "#0000ff", "--matte-format", "png16", "--background", "bg.png"])
+    assert (args.audio, args.matte_style, args.matte_color, args.matte_format, args.background) == \
+        (False, "solid", "#0000ff", "png16", "bg.png")
