@@ -51,9 +51,11 @@ def parse_color(text: str, *, name: str = "matte_color") -> tuple[int, int, int]
 
 
 def _scale(rgb: np.ndarray, dtype) -> np.ndarray:
-    """uint8 RGB -> ``dtype`` (uint16: x257, so 255 -> 65535)."""
-    if dtype == np.uint8:
+    """uint8 (or uint16) RGB -> ``dtype`` (uint8 -> uint16: x257, so 255 -> 65535)."""
+    if rgb.dtype == dtype:
         return rgb
+    if dtype == np.uint8:  # a deep frame into an 8-bit output
+        return np.rint(rgb / 257).astype(np.uint8)
     return rgb.astype(np.uint16) * np.uint16(257)
 
 
@@ -62,7 +64,7 @@ def compose_matte(rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
     """Build the matte pixels for one batch.
 
     Args:
-        rgb: ``(B, H, W, 3)`` uint8 source frames.
+        rgb: ``(B, H, W, 3)`` uint8 source frames (or uint16 ones of a deep source).
         mask: ``(B, H, W, 1)`` uint8 or uint16 mask (its dtype is the output's).
         style: one of :data:`MATTE_STYLES`.
         color: the solid colour (``solid``), 0-255.

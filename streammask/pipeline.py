@@ -262,7 +262,7 @@ class MaskPipeline:
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
                host_frames: np.ndarray | None = None, *, bits: Mapping[str, int] | None = None,
                matte_style: str = "straight", matte_color: tuple[int, int, int] = (0, 255, 0),
-               background: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               background: np.ndarray | None = None, host_frames16: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Turn a variant's output into uint8 (or uint16) host images per output kind.
 
         Only uint8 / uint16 data crosses from the device to the host: the mask is
@@ -278,6 +278,8 @@ class MaskPipeline:
             bits: ``{kind: 8 or 16}``: 16 gives the mask (and the matte) as uint16 (0-65535).
             matte_style, matte_color, background: see :func:`~streammask.matte.compose_matte`
                 (``background``: ``(B, H, W, 3)`` uint8 frames).
+            host_frames16: ``(B, H, W, 3)`` uint16 frames of a deep (10-bit+) source: the RGB of a
+                16-bit matte, instead of ``host_frames`` (no 8-bit banding).
 
         Returns:
             ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
@@ -309,6 +311,8 @@ class MaskPipeline:
             out["heatmap"] = heat.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         if "matte" in kinds:
             rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
+            if host_frames16 is not None and bits.get("matte", 8) == 16:
+                rgb = host_frames16
             out["matte"] = compose_matte(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
                                          background=background)
         return out
@@ -442,16 +446,19 @@ def process_video(
                 writers[(name, kind)] = w
                 sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=settings["queue_size"],
                                                  name=f"encode {name}.{kind}", timer=timer)
+        deep = "matte" in kinds and look["bits"].get("matte") == 16 and settings["matte_style"] != "alpha"
         batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames,
-                                        strict=settings["strict"], stats=read_stats),
+                                        strict=settings["strict"], stats=read_stats, deep=deep),
                            maxsize=settings["queue_size"], name="decode", timer=timer, stop=stop)
         def emit(results, x, payload) -> None:
             if not payload:
                 return
             pts = [item[0] for item in payload]
             host = np.stack([item[1] for item in payload])
+            host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
             bg = look["background"].take(len(pts)) if look["background"] is not None else None
             rendered = {name: pipe.render(x, res, kinds, host_frames=host, bits=look["bits"], background=bg,
+                                          host_frames16=host16,
                                           matte_style=settings["matte_style"], matte_color=look["color"])
                         for name, res in results.items()}
             for name, per_kind in rendered.items():
@@ -460,7 +467,8 @@ def process_video(
 
         for batch in batches:
             t0 = time.perf_counter()
-            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames))))
+            deep16 = batch.frames16 if batch.frames16 is not None else [None] * len(batch)
+            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames, deep16))))
             timer.add("segment + post-process", time.perf_counter() - t0)
             frames_done += len(batch)
             bar.update(len(batch))

@@ -71,12 +71,15 @@ class FrameBatch:
         pts: source presentation timestamps, one per frame, in ``time_base`` units.
         start: index of the first frame in the video.
         time_base: the stream's time base.
+        frames16: ``(B, H, W, 3)`` uint16 RGB (0-65535) of a source with more than 8 bits per
+            component, when :func:`read_batches` was asked for it (``deep=True``); else ``None``.
     """
 
     frames: object
     pts: tuple[int, ...]
     start: int
     time_base: Fraction
+    frames16: object = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.frames.shape)
@@ -180,6 +183,10 @@ def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
 
 
+def _deep(frames16: list, frames: list):
+    return np.stack(frames16) if frames16 and len(frames16) == len(frames) else None
+
+
 def read_batches(
     path: str | os.PathLike,
     *,
@@ -187,6 +194,7 @@ def read_batches(
     max_frames: int | None = None,
     strict: bool = False,
     stats: dict | None = None,
+    deep: bool = False,
 ) -> Iterator[FrameBatch]:
     """Stream a video as :class:`FrameBatch` es of RGB uint8 frames.
 
@@ -211,6 +219,9 @@ def read_batches(
             ``bad_timestamps`` (frames whose ``pts`` did not increase, e.g. in spliced or damaged
             input: they get the previous ``pts`` plus one frame duration so that timestamps
             always increase).
+        deep: for a source with more than 8 bits per component (10-bit HEVC, ProRes, ...), also
+            give every frame as 16-bit RGB (:attr:`FrameBatch.frames16`), for outputs that keep
+            the extra precision (the 16-bit mattes); 8-bit sources give ``None``.
 
     Raises:
         InvalidVideoError: no frame decodes, or (``strict``) a packet is damaged.
@@ -230,6 +241,7 @@ def read_batches(
         rate = stream.average_rate or stream.guessed_rate
         step = int(round((1 / Fraction(rate)) / tb)) if rate else 1
         frames: list[np.ndarray] = []
+        frames16: list[np.ndarray] = []
         pts: list[int] = []
         index = 0
         packet_no = 0
@@ -276,9 +288,13 @@ def read_batches(
                     p = last_pts + max(step, 1)
                 last_pts = p
                 rgb = frame.to_ndarray(format="rgb24")
+                rgb16 = None
+                if deep and frame.format.components and frame.format.components[0].bits > 8:
+                    rgb16 = frame.to_ndarray(format="rgb48le")
                 rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                 if rot:
                     rgb = _rotate(rgb, rot)
+                    rgb16 = _rotate(rgb16, rot) if rgb16 is not None else None
                 if shape is None:
                     shape = rgb.shape
                 elif rgb.shape != shape:
@@ -287,20 +303,22 @@ def read_batches(
                             ValueError("frame size changed"))
                     continue
                 frames.append(rgb)
+                if rgb16 is not None:
+                    frames16.append(rgb16)
                 pts.append(p)
                 index += 1
                 stats["frames"] = index
                 if len(frames) == batch_size:
-                    yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
+                    yield FrameBatch(np.stack(frames), tuple(pts), start, tb, _deep(frames16, frames))
                     start = index
-                    frames, pts = [], []
+                    frames, pts, frames16 = [], [], []
                 if max_frames is not None and index >= max_frames:
                     done = True
                     break
             if done:
                 break
         if frames:
-            yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
+            yield FrameBatch(np.stack(frames), tuple(pts), start, tb, _deep(frames16, frames))
         elif index == 0:
             extra = f" ({stats['damaged_packets']} damaged packets)" if stats["damaged_packets"] else ""
             raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames{extra}")
