@@ -369,6 +369,12 @@ def _video_params() -> ParamSet:
         dataclasses.replace(RUN_PARAMS["max_frames"], default=0, min=0, nullable=False,
                             help="stop after this many frames (0: the whole video)"),
         RUN_PARAMS["progress"],
+        RUN_PARAMS["audio"],
+        RUN_PARAMS["matte_style"],
+        RUN_PARAMS["matte_color"],
+        dataclasses.replace(RUN_PARAMS["background"], default="", nullable=False,
+                            help="image or video behind the foreground for matte_style=background (a relative path "
+                                 "is looked up in ComfyUI's input folder)"),
     ), owner="StreamMaskVideo")
 
 
@@ -461,6 +467,8 @@ class StreamMaskVideo:
             batch_size=p["batch_size"], mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
             matte_format=p["matte_format"], heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"],
             max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
+            audio=p["audio"], matte_style=p["matte_style"], matte_color=p["matte_color"],
+            background=_resolve(p["background"], "input") if p["background"].strip() else None,
         )
         return tuple(str(summary.outputs.get(f"{variant}.{kind}", "")) for kind in ("mask", "heatmap", "matte"))
 

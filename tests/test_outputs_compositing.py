@@ -610,3 +610,20 @@ def test_every_style_in_every_matte_format_at_an_odd_size(plate, tmp_path, style
             "alpha": lambda: a * 255}[style]()
     # VP9 is 4:2:0 and lossy: the background's hard stripes lose chroma detail
     assert psnr(got.reshape(want.shape), want) >= (25 if fmt == "webm" else 36), (style, fmt)
+
+
+def test_cli_output_flags_end_to_end(audio_source, tmp_path, tiny_model_dir, capsys):
+    from streammask.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["run", str(audio_source), "--prompt", "person", "--model", str(tiny_model_dir), "--device", "cpu",
+                 "-o", str(out), "--outputs", "heatmap,matte", "--no-audio", "--matte-style", "alpha",
+                 "--matte-format", "png16", "--max-frames", "4", "-q"])
+    assert code == 0
+    assert _audio_packets(out / "talk.soft.heatmap.mp4")[0] is None
+    imgs, pts, meta = _sequence(out / "talk.soft.matte")
+    assert len(imgs) == 4 and imgs[0].ndim == 2 and imgs[0].dtype == np.uint16 and meta["channels"] == 1
+    code = main(["run", str(audio_source), "--prompt", "person", "--model", str(tiny_model_dir), "-o", str(out),
+                 "--matte-style", "solid", "--matte-color", "teal", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "matte_color='teal'" in err[0]
