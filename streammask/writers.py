@@ -234,13 +234,28 @@ class ImageSequenceWriter(Writer):
             else:
                 out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(self._tmp / name), out, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise OutputError(f"cannot write {self._tmp / name}")
-            self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
+                raise OutputError(f"cannot write {self._tmp / name} (disk full or not writable?)")
+            try:
+                self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
+            except OSError as exc:
+                raise OutputError(f"cannot write {self._tmp / 'frames.csv'}: {exc}") from exc
             self.frames_written += 1
 
     def close(self) -> Path:
         if self._closed:
             return self.path
+        try:
+            self._finish()
+        except OSError as exc:  # e.g. the disk filled up: no half-written sequence under the final name
+            self.abort()
+            raise OutputError(f"cannot finish {self.path}: {exc}") from exc
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def _finish(self) -> None:
         self._csv.close()
         meta = {
             "frames": self.frames_written,
@@ -250,17 +265,15 @@ class ImageSequenceWriter(Writer):
             "channels": self.fmt.channels,
         }
         (self._tmp / "sequence.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self._tmp, self.path)
-        self._closed = True
-        return self.path
 
     def abort(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._csv.close()
+        try:
+            self._csv.close()
+        except OSError:  # the buffered rows cannot be flushed (disk full): the folder goes anyway
+            pass
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
