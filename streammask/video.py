@@ -338,9 +338,10 @@ def read_batches(
                 index += 1
                 stats["frames"] = index
                 if len(frames) == batch_size:
-                    yield FrameBatch(np.stack(frames), tuple(pts), start, tb)
+                    batch = FrameBatch(np.stack(frames), tuple(pts), start, tb)
+                    frames, pts = [], []  # drop the per-frame arrays before yielding: one copy of a batch, not two
                     start = index
-                    frames, pts = [], []
+                    yield batch
                 if max_frames is not None and index >= max_frames:
                     done = True
                     break

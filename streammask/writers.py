@@ -233,12 +233,14 @@ class ImageSequenceWriter(Writer):
                 out = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
             else:
                 out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(self._tmp / name), out, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                raise OutputError(f"cannot write {self._tmp / name} (disk full or not writable?)")
-            try:
+            ok, png = cv2.imencode(".png", out, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise OutputError(f"cannot encode frame {self.frames_written} of {self.path} as PNG")
+            try:  # written by Python, so a full disk is an OSError with its reason, not a libpng message
+                (self._tmp / name).write_bytes(png.tobytes())
                 self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
             except OSError as exc:
-                raise OutputError(f"cannot write {self._tmp / 'frames.csv'}: {exc}") from exc
+                raise OutputError(f"cannot write frame {self.frames_written} of {self.path}: {exc}") from exc
             self.frames_written += 1
 
     def close(self) -> Path:
