@@ -461,6 +461,7 @@ class StreamMaskVideo:
             batch_size=p["batch_size"], mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
             matte_format=p["matte_format"], heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"],
             max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
+            overwrite=True,  # a node re-run replaces its own outputs, as ComfyUI users expect
         )
         return tuple(str(summary.outputs.get(f"{variant}.{kind}", "")) for kind in ("mask", "heatmap", "matte"))
 

@@ -335,3 +335,16 @@ def test_over_long_prompt_cli_one_line(tmp_path, capsys, tiny_model_dir):
     rc, lines = _cli(["run", str(clip), "--prompt", "z" * 120, "--model", str(tiny_model_dir), "-o",
                       str(tmp_path / "out"), "-q"], capsys)
     assert rc == 2 and len(lines) == 1 and "122 tokens" in lines[0] and "77" in lines[0], lines
+
+
+def test_comfy_video_node_rerun_replaces_its_outputs(tmp_path, tiny_model_dir):
+    from streammask.comfy import StreamMaskLoadCLIPSeg, StreamMaskVideo
+    from test_comfy import call_node
+
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu")
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=3)
+    out = tmp_path / "out"
+    for prompt in ("car", "person"):  # a re-run with a new prompt writes the same names
+        mask, _, _ = call_node(StreamMaskVideo, clipseg=handle, video=str(clip), prompt=prompt, variant="soft",
+                               outputs="mask", out_dir=str(out), progress=False)
+        assert Path(mask) == out / "clip.soft.mask.mp4" and Path(mask).is_file()
