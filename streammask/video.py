@@ -131,7 +131,12 @@ def open_video(path: str | os.PathLike):
         container.close()
         detail = f" (it holds {', '.join(kinds)} only)" if kinds else ""
         raise InvalidVideoError(f"input {spath!r} has no video stream{detail}")
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # no decoder for this codec (or a damaged codec id)
+        name = getattr(getattr(stream, "codec", None), "name", None) or "unknown"
+        container.close()
+        raise InvalidVideoError(f"input {spath!r} has a video stream in a codec that cannot be decoded ({name})")
+    return container, stream
 
 
 def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int = PROBE_MAX_DAMAGED_PACKETS):
