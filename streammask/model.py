@@ -96,7 +96,7 @@ def load_clipseg(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     name = os.fspath(model)
-    local = Path(name).expanduser()
+    local = Path(name)  # taken literally, as every path (no ~ or $VAR expansion; the shell expands flags)
     is_local = local.is_dir()
     if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
         raise SourceNotFoundError(f"--model {name!r}: no such model directory")

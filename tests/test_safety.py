@@ -292,6 +292,19 @@ def test_paths_with_shell_characters_are_literal(tmp_path, monkeypatch, capsys, 
     assert victim.is_dir() and list(home.iterdir()) == []
 
 
+def test_model_path_from_a_pipeline_file_is_literal(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_model_dir, home / "clipseg")  # ~/clipseg exists, but "~" is not expanded
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=2)
+    (tmp_path / "p.toml").write_text('prompt = "x"\nmodel = "~/clipseg"\n', encoding="utf-8")
+    rc, lines = _cli(["run", str(clip), "--pipeline", "p.toml", "-o", "out", "-q"], capsys)
+    assert rc == 2 and len(lines) == 1 and "'~/clipseg'" in lines[0] and "no such model directory" in lines[0], lines
+
+
 # ---- prompts: CLIP's 77-token limit -------------------------------------------------------------------------------
 
 def test_prompt_token_limit_on_the_tiny_tokenizer(tiny_model):
