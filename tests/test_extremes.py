@@ -19,7 +19,7 @@ from streammask.errors import InvalidVideoError
 from streammask.safety import fit_batch_to_memory, queue_slots
 from streammask.video import PROBE_MAX_DAMAGED_PACKETS
 
-from conftest import write_mjpeg_avi, write_synthetic_clip
+from conftest import write_mjpeg_avi
 from test_reliability import damage
 
 REPO = Path(__file__).resolve().parents[1]
