@@ -107,7 +107,7 @@ def plan_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, *, varia
             fmt = FORMATS[kind][formats[kind]]
             path = out / (render_output_name(template, stem=stem, variant=variant, kind=kind) + fmt.suffix)
             # belt and braces: the name is a single component, so the parent is the folder itself
-            if os.path.dirname(os.path.normpath(path)) != os.path.normpath(out):
+            if (os.path.dirname(os.path.normpath(path)) or ".") != os.path.normpath(out):
                 raise ParameterError("output_template", template, "a template whose names stay inside the output folder")
             if path in seen:
                 other = seen[path]

@@ -252,6 +252,9 @@ def test_plan_outputs_stays_in_the_folder():
                            formats={"mask": "mp4", "heatmap": "mp4", "matte": "prores"})
     assert {str(p) for p in planned.values()} == {"/o/clip.soft.mask.mp4", "/o/clip.soft.matte.mov",
                                                    "/o/clip.mixlab.mask.mp4", "/o/clip.mixlab.matte.mov"}
+    for here in (".", "", "./"):  # the current folder
+        planned = plan_outputs("clip.mp4", here, variants=["soft"], kinds=["mask"], formats={"mask": "png"})
+        assert [str(p) for p in planned.values()] == ["clip.soft.mask"]
     assert render_output_name("{stem}-{kind}", stem="$HOME;rm -rf x", variant="v", kind="mask") == "$HOME;rm -rf x-mask"
 
 
@@ -362,3 +365,12 @@ def test_comfy_video_node_rerun_replaces_its_outputs(tmp_path, tiny_model_dir):
         mask, _, _ = call_node(StreamMaskVideo, clipseg=handle, video=str(clip), prompt=prompt, variant="soft",
                                outputs="mask", out_dir=str(out), progress=False)
         assert Path(mask) == out / "clip.soft.mask.mp4" and Path(mask).is_file()
+
+
+def test_output_into_the_current_folder(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    write_synthetic_clip(tmp_path / "clip.mp4", frames=2)
+    rc, lines = _cli(["run", "clip.mp4", "--prompt", "x", "--model", str(tiny_model_dir), "--outputs", "mask",
+                      "-o", ".", "-q"], capsys)
+    assert rc == 0, lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip.soft.mask.mp4"]
