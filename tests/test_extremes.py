@@ -89,6 +89,49 @@ def test_batch_and_queue_fit_the_byte_budget():
     assert queue_slots(4, 8 * 1920 * 1080 * 3, max_batch_mb=256) == 4
 
 
+def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, tiny_model):
+    """The wiring, without 8K pixels: a small clip that probes as 7680x4320 is read in batches of 2 (256 MB budget),
+    the decode queue holds 1 batch, each encoder queue as many as fit in the budget (mask 4 of 63 MB, heatmap 1, matte 1)."""
+    import dataclasses
+
+    import streammask.pipeline as pipeline_module
+
+    clip = write_mjpeg_avi(tmp_path / "clip.avi", frames=2)
+    real_probe = pipeline_module.probe
+    monkeypatch.setattr(pipeline_module, "probe",
+                        lambda path: dataclasses.replace(real_probe(path), width=7680, height=4320))
+    seen: dict = {"sinks": {}}
+
+    class Stop(Exception):
+        pass
+
+    def read_batches(path, *, batch_size, **kwargs):
+        seen["batch_size"] = batch_size
+        raise Stop
+        yield  # a generator, like the real one
+
+    real_prefetch, real_sink = pipeline_module.prefetch, pipeline_module.SinkThread
+
+    def prefetch(it, *, maxsize, **kwargs):
+        seen["decode_slots"] = maxsize
+        return real_prefetch(it, maxsize=maxsize, **kwargs)
+
+    def sink(fn, *, maxsize, name, **kwargs):
+        seen["sinks"][name] = maxsize
+        return real_sink(fn, maxsize=maxsize, name=name, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "read_batches", read_batches)
+    monkeypatch.setattr(pipeline_module, "prefetch", prefetch)
+    monkeypatch.setattr(pipeline_module, "SinkThread", sink)
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        process_video(clip, prompt="x", out_dir=out, segmenter=tiny_model, progress=False, mask_format="png",
+                      matte_format="png", queue_size=4)
+    assert seen["batch_size"] == 2 and seen["decode_slots"] == 1
+    assert seen["sinks"] == {"encode soft.mask": 4, "encode soft.heatmap": 1, "encode soft.matte": 1}
+    assert list(out.iterdir()) == []
+
+
 _RUN_8K = r"""
 import json, logging, resource, sys
 import streammask
