@@ -108,7 +108,8 @@ def plan_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, *, varia
             path = out / (render_output_name(template, stem=stem, variant=variant, kind=kind) + fmt.suffix)
             # belt and braces: the name is a single component, so the parent is the folder itself
             if (os.path.dirname(os.path.normpath(path)) or ".") != os.path.normpath(out):
-                raise ParameterError("output_template", template, "a template whose names stay inside the output folder")
+                raise ParameterError("output_template", template,
+                                     "a template whose names stay inside the output folder")
             if path in seen:
                 other = seen[path]
                 raise ParameterError("output_template", template,

@@ -91,7 +91,8 @@ def test_batch_and_queue_fit_the_byte_budget():
 
 def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, tiny_model):
     """The wiring, without 8K pixels: a small clip that probes as 7680x4320 is read in batches of 2 (256 MB budget),
-    the decode queue holds 1 batch, each encoder queue as many as fit in the budget (mask 4 of 63 MB, heatmap 1, matte 1)."""
+    the decode queue holds 1 batch, each encoder queue as many as fit in the budget (mask 4 of 63 MB, heatmap 1,
+    matte 1)."""
     import dataclasses
 
     import streammask.pipeline as pipeline_module

@@ -41,7 +41,8 @@ src, out = sys.argv[1:3]
 t0 = time.perf_counter()
 s = streammask.process_video(src, prompt="bright", out_dir=out, segmenter=BrightnessSegmenter(), batch_size=32,
                              outputs=("mask", "heatmap", "matte"), progress=False)
-print(json.dumps({"frames": s.frames, "seconds": time.perf_counter() - t0, "outputs": {k: str(v) for k, v in s.outputs.items()},
+print(json.dumps({"frames": s.frames, "seconds": time.perf_counter() - t0,
+                  "outputs": {k: str(v) for k, v in s.outputs.items()},
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
