@@ -428,7 +428,7 @@ def run_batch(
                                 raise _ModelLoadFailed(exc) from exc
                         kwargs = {k: v for k, v in settings.items() if k not in ("out_dir", "progress")}
                         summary = process_video(item.source, out_dir=clip_dir, progress=progress, segmenter=segmenter,
-                                                **kwargs)
+                                                **{**kwargs, "overwrite": True})  # the batch owns its clip folders
                         outputs = {k: os.path.relpath(p, clip_dir) for k, p in summary.outputs.items()}
                         _write_json_atomic(clip_dir / DONE_NAME, {
                             **key, "settings_hash": digest, "settings": _jsonable(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -158,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"streammask: terminated (SIGTERM); partial outputs were {_kept(settings)}", file=sys.stderr)
         return 143
+    except Exception as exc:  # a stage crashed mid-run (a bug, or the system: out of memory, ...): exit 1
+        print(f"streammask: failed: {type(exc).__name__}: {exc}; partial outputs were {_kept(settings)} "
+              "(STREAMMASK_TRACEBACK=1 prints the traceback)", file=sys.stderr)
+        if os.environ.get("STREAMMASK_TRACEBACK", "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exc()
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

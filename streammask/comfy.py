@@ -469,6 +469,7 @@ class StreamMaskVideo:
             max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
             audio=p["audio"], matte_style=p["matte_style"], matte_color=p["matte_color"],
             background=_resolve(p["background"], "input") if p["background"].strip() else None,
+            overwrite=True,  # a node re-run replaces its own outputs, as ComfyUI users expect
         )
         return tuple(str(summary.outputs.get(f"{variant}.{kind}", "")) for kind in ("mask", "heatmap", "matte"))
 

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidVideoError",
     "ModelLoadError",
     "OutputError",
+    "OutputExistsError",
 ]
 
 
@@ -53,3 +54,7 @@ class ModelLoadError(StreamMaskError, OSError):
 
 class OutputError(StreamMaskError, OSError):
     """An output file cannot be written."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An output already exists and ``overwrite`` is off (or it is of the other kind: a folder where a file goes)."""

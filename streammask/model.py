@@ -96,7 +96,7 @@ def load_clipseg(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     name = os.fspath(model)
-    local = Path(name).expanduser()
+    local = Path(name)  # taken literally, as every path (no ~ or $VAR expansion; the shell expands flags)
     is_local = local.is_dir()
     if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
         raise SourceNotFoundError(f"--model {name!r}: no such model directory")
@@ -232,10 +232,36 @@ class ClipSeg:
         return f"ClipSeg(name={self.name!r}, device={self.device}, dtype={self.dtype}, size={self.size})"
 
     # -- prompts -------------------------------------------------------------
+    @property
+    def max_prompt_tokens(self) -> int | None:
+        """The longest prompt the text encoder takes, in tokens (77 for CLIP, start and end included)."""
+        from .safety import prompt_token_limit
+
+        return prompt_token_limit(self.tokenizer, self.model)
+
+    def check_prompts(self, prompts: Sequence[str | tuple[str, str]]) -> None:
+        """Refuse prompts longer than :attr:`max_prompt_tokens` (never truncated silently).
+
+        Args:
+            prompts: texts, or ``(label, text)`` pairs where ``label`` names the parameter.
+
+        Raises:
+            ParameterError: naming the parameter, the prompt, its token count and the limit.
+        """
+        from .safety import check_prompt_tokens
+
+        pairs = [p if isinstance(p, tuple) else ("prompt", p) for p in prompts]
+        check_prompt_tokens(self.tokenizer, pairs, limit=self.max_prompt_tokens)
+
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``(P, D)`` conditional embeddings, each prompt encoded once per model."""
+        """``(P, D)`` conditional embeddings, each prompt encoded once per model.
+
+        Raises:
+            ParameterError: a prompt is longer than :attr:`max_prompt_tokens`.
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
         if missing:
+            self.check_prompts(missing)
             with self._lock, torch.inference_mode():
                 tok = self.tokenizer(missing, padding=True, return_tensors="pt")
                 ids = tok["input_ids"].to(self.device)

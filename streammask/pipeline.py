@@ -23,6 +23,8 @@ from . import ops
 from .errors import ParameterError
 from .model import DEFAULT_MODEL, load_clipseg
 from .params import Param, ParamSet
+from .safety import (DEFAULT_OUTPUT_TEMPLATE, check_outputs, ensure_output_dir, fit_batch_to_memory, plan_outputs,
+                     queue_slots)
 from .stages import SinkThread, StageTimer, prefetch
 from .temporal import TEMPORAL_PARAMS, make_temporal
 from .variants import VARIANTS, VariantOutput, get_variant
@@ -61,6 +63,11 @@ RUN_PARAMS = ParamSet((
           "on an error or interruption, finalize the outputs written so far (playable) instead of deleting them"),
     *TEMPORAL_PARAMS,
     *OUTPUT_PARAMS,
+    Param("overwrite", "bool", False, "replace existing outputs (default: refuse to start when one exists)"),
+    Param("output_template", "str", DEFAULT_OUTPUT_TEMPLATE,
+          "output name without its suffix; fields {stem}, {variant}, {kind}; must stay a plain name in out_dir"),
+    Param("max_batch_mb", "float", 256.0, "most MB of decoded frames per batch and per queue: batch_size and queue "
+          "sizes are reduced for large frames (8K: 2 frames per batch)", min=1.0),
 ))
 
 
@@ -104,6 +111,7 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     text_encodes: int | None = None
     damaged_packets: int = 0
+    batch_size: int | None = None  # the batch size used (after max_batch_mb)
 
     @property
     def fps(self) -> float:
@@ -148,8 +156,20 @@ class MaskPipeline:
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
         self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_options, temporal=temporal)))
         make_temporal(**{"name": temporal, **self.temporal})  # validate now, not at the first batch
+        check = getattr(segmenter, "check_prompts", None)
+        if check is not None:  # CLIP's 77-token limit: refuse now, not at the first batch
+            check(self._labelled_prompts())
         self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
         self._smoothers: dict[tuple[str, int], Any] = {}
+
+    def _labelled_prompts(self) -> list[tuple[str, str]]:
+        """Every prompt text the variants send to the model, with the parameter it comes from."""
+        main = {self.prompt, *self.prompt.split("|")}
+        pairs: dict[str, str] = {}
+        for name, params in self.variants.items():
+            for q in get_variant(name).prompts(self.prompt, params):
+                pairs.setdefault(q, "prompt" if q in main else f"{name}.negative_prompt")
+        return [(label, q) for q, label in pairs.items()]
 
     def reset(self) -> None:
         """Forget per-stream state: variant statistics and temporal smoothing (call between videos)."""
@@ -365,6 +385,9 @@ def process_video(
     progress: bool = True,
     strict: bool = False,
     keep_partial: bool = False,
+    overwrite: bool = False,
+    output_template: str = DEFAULT_OUTPUT_TEMPLATE,
+    max_batch_mb: float = 256.0,
     segmenter: Segmenter | None = None,
     on_batch: Callable[[int, int | None], None] | None = None,
     temporal: str = "none",
@@ -409,7 +432,8 @@ def process_video(
         mask_format=mask_format, heatmap_format=heatmap_format, matte_format=matte_format,
         heatmap_alpha=heatmap_alpha, colormap=colormap, max_frames=max_frames, queue_size=queue_size, progress=progress,
         strict=strict, keep_partial=keep_partial, temporal=temporal, audio=audio, matte_style=matte_style,
-        matte_color=matte_color, background=None if background is None else os.fspath(background), **temporal_options,
+        matte_color=matte_color, background=None if background is None else os.fspath(background),
+        overwrite=overwrite, output_template=output_template, max_batch_mb=max_batch_mb, **temporal_options,
     ))
     if not prompt.strip():
         raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
@@ -417,6 +441,16 @@ def process_video(
     kinds = settings["outputs"]
     fmt_for = {"mask": settings["mask_format"], "heatmap": settings["heatmap_format"], "matte": settings["matte_format"]}
     look = output_look(settings, info, kinds)
+    # before any work: names stay in out_dir, nothing replaces the input or (without overwrite) an existing file
+    planned = plan_outputs(source, out_dir, variants=variant_params, kinds=kinds, formats=fmt_for,
+                           template=settings["output_template"])
+    check_outputs(source, planned, overwrite=settings["overwrite"],
+                  folders=[p for (_, k), p in planned.items() if FORMATS[k][fmt_for[k]].suffix == ""])
+    out = ensure_output_dir(out_dir)
+    batch_size = fit_batch_to_memory(settings["batch_size"], width=info.width, height=info.height,
+                                     max_batch_mb=settings["max_batch_mb"])
+    pixels = batch_size * info.width * info.height
+    decode_slots = queue_slots(settings["queue_size"], pixels * 3, max_batch_mb=settings["max_batch_mb"])
     t_start = time.perf_counter()
     timer = StageTimer()
     if segmenter is None:
@@ -426,8 +460,6 @@ def process_video(
     pipe = MaskPipeline(segmenter, prompt=prompt, variants=variant_params, heatmap_alpha=heatmap_alpha, colormap=colormap,
                         **{p.name: settings[p.name] for p in TEMPORAL_PARAMS})
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(source).stem
     writers: dict[tuple[str, str], Any] = {}
     sinks: dict[tuple[str, str], SinkThread] = {}
@@ -439,17 +471,21 @@ def process_video(
     try:
         for name in variant_params:
             for kind in kinds:
-                w = make_writer(kind, fmt_for[kind], out / f"{stem}.{name}.{kind}", width=info.width, height=info.height,
+                path, suffix = planned[(name, kind)], FORMATS[kind][fmt_for[kind]].suffix
+                name_stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
+                w = make_writer(kind, fmt_for[kind], name_stem, width=info.width, height=info.height,
                                 rate=info.frame_rate, time_base=info.time_base, channels=look["channels"].get(kind),
                                 audio_source=source if settings["audio"] else None,
                                 audio_to_video_end=max_frames is not None)
                 writers[(name, kind)] = w
-                sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=settings["queue_size"],
+                slots = queue_slots(settings["queue_size"], pixels * FORMATS[kind][fmt_for[kind]].channels,
+                                    max_batch_mb=settings["max_batch_mb"])
+                sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=slots,
                                                  name=f"encode {name}.{kind}", timer=timer)
         deep = "matte" in kinds and look["bits"].get("matte") == 16 and settings["matte_style"] != "alpha"
-        batches = prefetch(read_batches(source, batch_size=settings["batch_size"], max_frames=max_frames,
+        batches = prefetch(read_batches(source, batch_size=batch_size, max_frames=max_frames,
                                         strict=settings["strict"], stats=read_stats, deep=deep),
-                           maxsize=settings["queue_size"], name="decode", timer=timer, stop=stop)
+                           maxsize=decode_slots, name="decode", timer=timer, stop=stop)
         def emit(results, x, payload) -> None:
             if not payload:
                 return
@@ -492,5 +528,5 @@ def process_video(
         bar.close()
     summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start, outputs=paths,
                          stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None),
-                         damaged_packets=read_stats.get("damaged_packets", 0))
+                         damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size)
     return summary

@@ -17,7 +17,10 @@ import numpy as np
 
 from .errors import InvalidVideoError, ParameterError, SourceNotFoundError
 
-__all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video"]
+__all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video", "PROBE_MAX_DAMAGED_PACKETS"]
+
+# probe() skips at most this many damaged packets before the first frame that decodes
+PROBE_MAX_DAMAGED_PACKETS = 64
 
 
 @dataclass(frozen=True)
@@ -115,18 +118,73 @@ def open_video(path: str | os.PathLike):
     try:
         # damaged metadata must not make a decodable file unreadable
         container = av.open(spath, metadata_errors="replace")
+    except av.error.EOFError:
+        raise InvalidVideoError(f"input {spath!r} is not a readable video: the file ends before its first frame "
+                                "(no video frames, or cut short)") from None
     except av.error.FFmpegError as exc:
         raise InvalidVideoError(f"input {spath!r} is not a readable video: {exc.strerror or exc}") from None
     except ValueError as exc:  # e.g. a header PyAV cannot parse
         raise InvalidVideoError(f"input {spath!r} is not a readable video: {exc}") from None
-    if not container.streams.video:
+    fmt = container.format.name or ""
+    if fmt == "image2" or fmt.endswith("_pipe"):
         container.close()
-        raise InvalidVideoError(f"input {spath!r} has no video stream")
-    return container, container.streams.video[0]
+        raise InvalidVideoError(f"input {spath!r} is a still image ({fmt}), not a video")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        detail = f" (it holds {', '.join(kinds)} only)" if kinds else ""
+        raise InvalidVideoError(f"input {spath!r} has no video stream{detail}")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # no decoder for this codec (or a damaged codec id)
+        name = getattr(getattr(stream, "codec", None), "name", None) or "unknown"
+        container.close()
+        raise InvalidVideoError(f"input {spath!r} has a video stream in a codec that cannot be decoded ({name})")
+    return container, stream
+
+
+def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int = PROBE_MAX_DAMAGED_PACKETS):
+    """Decode the first frame, skipping up to ``max_damaged`` damaged packets (as :func:`read_batches` does)."""
+    import av
+
+    damaged = 0
+    last_error = ""
+
+    def skip(exc: Exception) -> None:
+        nonlocal damaged, last_error
+        damaged += 1
+        last_error = getattr(exc, "strerror", None) or str(exc)
+        if damaged > max_damaged:
+            raise InvalidVideoError(f"input {str(path)!r} cannot be decoded: the first {damaged} packets are damaged "
+                                    f"({last_error})") from None
+
+    it = container.demux(stream)
+    while True:
+        try:
+            packet = next(it)
+        except StopIteration:
+            break
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            skip(exc)
+            break
+        try:
+            for frame in stream.decode(packet):
+                return frame
+        except (av.error.FFmpegError, ValueError) as exc:
+            skip(exc)
+    try:  # end of the stream: flush the decoder
+        for frame in stream.codec_context.decode(None):
+            return frame
+    except (av.error.FFmpegError, ValueError) as exc:
+        last_error = getattr(exc, "strerror", None) or str(exc)
+    extra = f" ({damaged} damaged packets: {last_error})" if damaged else ""
+    raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames{extra}")
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Read a video's metadata (decodes the first frame to learn its rotation).
+
+    Damaged packets before the first frame that decodes are skipped (at most
+    :data:`PROBE_MAX_DAMAGED_PACKETS`), so a file that :func:`read_batches` can read is not refused.
 
     Raises:
         SourceNotFoundError: the file does not exist.
@@ -138,15 +196,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     try:
         rotation = 0
         first_pts = None
-        try:
-            for frame in container.decode(stream):
-                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-                first_pts = frame.pts
-                break
-            else:
-                raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames")
-        except av.error.FFmpegError as exc:
-            raise InvalidVideoError(f"input {str(path)!r} cannot be decoded: {exc.strerror or exc}") from None
+        frame = _first_frame(container, stream, path)
+        rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+        first_pts = frame.pts
         cc = stream.codec_context
         w, h = cc.width, cc.height
         dw, dh = (h, w) if rotation in (90, 270) else (w, h)
@@ -309,9 +361,10 @@ def read_batches(
                 index += 1
                 stats["frames"] = index
                 if len(frames) == batch_size:
-                    yield FrameBatch(np.stack(frames), tuple(pts), start, tb, _deep(frames16, frames))
+                    batch = FrameBatch(np.stack(frames), tuple(pts), start, tb, _deep(frames16, frames))
+                    frames, pts, frames16 = [], [], []  # drop the per-frame arrays before yielding: one copy of a batch
                     start = index
-                    frames, pts, frames16 = [], [], []
+                    yield batch
                 if max_frames is not None and index >= max_frames:
                     done = True
                     break

@@ -332,14 +332,31 @@ class ImageSequenceWriter(Writer):
                 out = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
             else:
                 out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(self._tmp / name), np.ascontiguousarray(out), params):
-                raise OutputError(f"cannot write {self._tmp / name}")
-            self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
+            ok, data = cv2.imencode(f".{self._ext}", np.ascontiguousarray(out), params)
+            if not ok:
+                raise OutputError(f"cannot encode frame {self.frames_written} of {self.path} as {self._ext.upper()}")
+            try:  # written by Python, so a full disk is an OSError with its reason, not a libpng message
+                (self._tmp / name).write_bytes(data.tobytes())
+                self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
+            except OSError as exc:
+                raise OutputError(f"cannot write frame {self.frames_written} of {self.path}: {exc}") from exc
             self.frames_written += 1
 
     def close(self) -> Path:
         if self._closed:
             return self.path
+        try:
+            self._finish()
+        except OSError as exc:  # e.g. the disk filled up: no half-written sequence under the final name
+            self.abort()
+            raise OutputError(f"cannot finish {self.path}: {exc}") from exc
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self._tmp, self.path)
+        self._closed = True
+        return self.path
+
+    def _finish(self) -> None:
         self._csv.close()
         meta = {
             "frames": self.frames_written,
@@ -350,17 +367,15 @@ class ImageSequenceWriter(Writer):
             "bits": self.fmt.bits,
         }
         (self._tmp / "sequence.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self._tmp, self.path)
-        self._closed = True
-        return self.path
 
     def abort(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._csv.close()
+        try:
+            self._csv.close()
+        except OSError:  # the buffered rows cannot be flushed (disk full): the folder goes anyway
+            pass
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
