@@ -20,6 +20,7 @@ from .model import DEFAULT_MODEL, ClipSeg, load_clipseg
 from .pipeline import RUN_PARAMS, MaskPipeline, RunSummary, Segmenter, process_video
 from .variants import VARIANTS, get_variant
 from .batch import BatchReport, run_batch
+from .preview import PreviewSummary, run_preview
 from .video import FrameBatch, VideoInfo, probe, read_batches
 
 __version__ = "0.1.0"
@@ -28,7 +29,7 @@ __all__ = [
     "process_video", "MaskPipeline", "RunSummary", "Segmenter", "RUN_PARAMS",
     "load_clipseg", "ClipSeg", "DEFAULT_MODEL",
     "probe", "read_batches", "VideoInfo", "FrameBatch",
-    "VARIANTS", "get_variant", "run_batch", "BatchReport",
+    "VARIANTS", "get_variant", "run_batch", "BatchReport", "run_preview", "PreviewSummary",
     "StreamMaskError", "ParameterError", "PipelineFileError", "SourceNotFoundError", "InvalidVideoError",
     "ModelLoadError", "OutputError",
 ]

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
     add_bench_parser(sub)
+    from .preview import add_preview_parser
+
+    add_preview_parser(sub)
     return parser
 
 
@@ -140,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run_bench_command
 
             return run_bench_command(args)
+        if args.command == "preview":
+            from .preview import run_preview_command
+
+            return run_preview_command(args)
         from .pipeline import process_video
 
         settings = _collect(args)

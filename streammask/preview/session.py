@@ -1,0 +1,515 @@
+"""The preview session (capture -> segment -> views -> window / web page / recordings) and its command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..params import Param, ParamSet
+from .sources import CapturedFrame, LiveCapture, SourceSpec, StreamDroppedError, parse_input_options, parse_source
+from .view import THRESHOLD_PARAM, LatencyStats, PreviewState, PreviewSummary, compose, matte_over
+from .web import MjpegServer, parse_serve
+from .window import open_window
+
+__all__ = ["PREVIEW_PARAMS", "PreviewSession", "run_preview", "add_preview_parser", "run_preview_command"]
+
+PREVIEW_PARAMS = ParamSet((
+    Param("realtime", "bool", False, "play a file at its own frame rate (paced by its timestamps), dropping "
+                                     "frames the model cannot keep up with, like a live source"),
+    Param("loop", "bool", False, "play a file source again from the start when it ends"),
+    Param("no_window", "bool", False, "run without any window (servers, tests; watch with --serve)"),
+    Param("backend", "choice", "auto", "window toolkit (auto: Tk when Python has tkinter, else OpenCV when "
+                                       "its cv2 has a GUI)",
+          choices=("auto", "tk", "opencv")),
+    Param("serve", "str", None, "serve the views on a local web page at http://HOST:PORT/ (MJPEG at /stream)",
+          nullable=True),
+    Param("allow_remote", "bool", False, "allow --serve on an address other than loopback (anyone who can reach "
+                                         "it sees the stream)"),
+    Param("record", "str", None, "write the outputs of `streammask run` (mask/heatmap/matte per variant) to this "
+                                 "folder while previewing", nullable=True),
+    Param("retries", "int", 3, "reconnect a live stream that drops at most this many times", min=0, max=1000),
+    Param("timeout", "float", 10.0, "seconds to wait when opening or reading a camera or stream", min=0.1,
+          max=3600.0),
+    Param("input_options", "str", None, "FFmpeg options for opening the camera or stream, comma separated, e.g. "
+                                        "video_size=1280x720,framerate=30,input_format=mjpeg", nullable=True),
+    Param("buffer", "int", 1, "newest frames kept between capture and the model (older ones are dropped)",
+          min=1, max=2),
+    Param("view_height", "int", 240, "height of each view in the preview (pixels)", min=32, max=2160),
+    Param("matte_background", "choice", "checker", "what shows through the matte's transparent parts",
+          choices=("checker", "green")),
+    Param("threshold_step", "float", 0.05, "threshold change per up/down key", min=0.001, max=0.5),
+    Param("snapshot_dir", "str", "streammask-snapshots", "folder for the snapshot PNGs (key s)"),
+    Param("max_seconds", "float", None, "stop after this many seconds", min=0.0, nullable=True),
+))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the session
+# ---------------------------------------------------------------------------------------------------------------------
+def _check_causal(temporal: Mapping[str, Any]) -> None:
+    from ..temporal import make_temporal
+
+    smoother = make_temporal(**{"name": temporal["temporal"], **temporal})
+    if not smoother.causal:
+        detail = f"{temporal['temporal']} (window_align={temporal.get('window_align')!r})"
+        raise ParameterError("temporal", detail, "a causal method in a live preview (it cannot look ahead): none, "
+                                                 "ema, hysteresis, flow, or median/mean with --window-align trailing")
+
+
+class PreviewSession:
+    """A live preview: capture -> segment -> views -> window / web page / recordings.
+
+    Build it, then :meth:`run` it on the main thread (window toolkits need that; with
+    ``no_window=True`` any thread will do); :meth:`stop` may be called from any thread.
+    The model is the given ``segmenter``: a prompt or threshold change builds a new
+    :class:`~streammask.pipeline.MaskPipeline` over it (the new prompt's text embedding is
+    computed once, the model is never reloaded).
+
+    Args:
+        source: as :func:`parse_source`.
+        prompt: the first prompt.
+        segmenter: a loaded :class:`~streammask.model.ClipSeg` (or any Segmenter).
+        variants, outputs, batch_size, mask_format, heatmap_format, matte_format, heatmap_alpha, colormap,
+            temporal: as :func:`~streammask.process_video` (``outputs`` and formats: what ``record`` writes;
+            temporal smoothing must be causal).
+        display: a window object to use instead of opening one (``show(canvas)``, ``poll() -> keys``,
+            ``closed``, ``close()``).
+        key_source: called once per loop, returns extra key names (scripts, tests).
+        on_frame: called after each shown frame with the session.
+        opener: ``opener(spec) -> iterator of (rgb, pts, time_base, rate)`` replacing PyAV (tests).
+        prompt_lines: a queue of new prompts (lines typed in the terminal).
+        announce: a text stream where the server's address is printed when it starts.
+        options: :data:`PREVIEW_PARAMS` and temporal parameters (``ema_alpha``, ``window_align``, ...).
+    """
+
+    def __init__(self, source: str | os.PathLike, *, prompt: str, segmenter: Any, variants: Any = ("soft",),
+                 outputs: Sequence[str] | str = ("mask", "heatmap", "matte"), batch_size: int = 1,
+                 mask_format: str = "mp4", heatmap_format: str = "mp4", matte_format: str = "prores",
+                 heatmap_alpha: float = 0.5, colormap: str = "jet", temporal: str = "none",
+                 display: Any = None, key_source: Callable[[], Sequence[str]] | None = None,
+                 on_frame: Callable[["PreviewSession"], None] | None = None,
+                 opener: Callable[[SourceSpec], Iterator[tuple]] | None = None,
+                 prompt_lines: "queue.Queue[str] | None" = None, announce: Any = None, **options: Any) -> None:
+        from ..pipeline import RUN_PARAMS, MaskPipeline, normalize_variants
+        from ..temporal import TEMPORAL_PARAMS
+
+        temporal_opts = {k: options.pop(k) for k in list(options) if k in TEMPORAL_PARAMS}
+        self.settings = PREVIEW_PARAMS.validate(options)
+        self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_opts, temporal=temporal)))
+        _check_causal(self.temporal)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
+        self.batch_size = RUN_PARAMS["batch_size"].validate(batch_size)
+        self.outputs = RUN_PARAMS["outputs"].validate(outputs)
+        self.formats = {"mask": RUN_PARAMS["mask_format"].validate(mask_format),
+                        "heatmap": RUN_PARAMS["heatmap_format"].validate(heatmap_format),
+                        "matte": RUN_PARAMS["matte_format"].validate(matte_format)}
+        self.heatmap_alpha = RUN_PARAMS["heatmap_alpha"].validate(heatmap_alpha)
+        self.colormap = RUN_PARAMS["colormap"].validate(colormap)
+        self.variant_params = normalize_variants(variants)
+        self.serve_address = (parse_serve(self.settings["serve"], allow_remote=self.settings["allow_remote"])
+                              if self.settings["serve"] else None)
+        self.spec = parse_source(source)
+        self.segmenter = segmenter
+        self._MaskPipeline = MaskPipeline
+        names = tuple(self.variant_params)
+        self.state = PreviewState(
+            prompt=prompt, variants=names, step=self.settings["threshold_step"],
+            thresholds={n: float(self.variant_params[n][THRESHOLD_PARAM[n]]) for n in names})
+        self.pipe = self._build_pipeline()
+        self._display_arg = display
+        self.window = None
+        self.server: MjpegServer | None = None
+        self.key_source = key_source
+        self.on_frame = on_frame
+        self.prompt_lines = prompt_lines
+        self.announce = announce
+        self.capture = LiveCapture(self.spec, buffer=self.settings["buffer"], realtime=self.settings["realtime"],
+                                   loop=self.settings["loop"], retries=self.settings["retries"],
+                                   timeout=self.settings["timeout"],
+                                   input_options=parse_input_options(self.settings["input_options"]), opener=opener)
+        self.stats = LatencyStats()
+        self.processed = 0
+        self.last_views: dict[str, np.ndarray] | None = None
+        self.last_canvas: np.ndarray | None = None
+        self.snapshots: list[Path] = []
+        self.pipelines_built = 1
+        self.not_recorded = 0
+        self._record_shape: tuple[int, ...] | None = None
+        self._writers: dict[tuple[str, str], Any] = {}
+        self._sinks: dict[tuple[str, str], Any] = {}
+        self._stop = threading.Event()
+        self.stop_reason = ""
+        self.recordings: dict[str, Path] = {}  # the finalized recordings, once run() has ended
+
+    # -- pipeline ------------------------------------------------------------------------------------------------
+    def _build_pipeline(self, previous=None):
+        params = {n: {**p, THRESHOLD_PARAM[n]: self.state.thresholds[n]} for n, p in self.variant_params.items()}
+        pipe = self._MaskPipeline(self.segmenter, prompt=self.state.prompt, variants=params,
+                                  heatmap_alpha=self.heatmap_alpha, colormap=self.colormap, **self.temporal)
+        if previous is not None and previous.prompt == pipe.prompt:
+            # same logits: keep the temporal history and running statistics
+            pipe._smoothers = previous._smoothers
+            pipe.state = previous.state
+        return pipe
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask :meth:`run` to finish (thread-safe)."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self._stop.set()
+
+    # -- recording ---------------------------------------------------------------------------------------------------
+    def _open_recording(self, first: CapturedFrame) -> None:
+        from ..stages import SinkThread
+        from ..writers import make_writer
+
+        out = Path(self.settings["record"])
+        out.mkdir(parents=True, exist_ok=True)
+        h, w = first.rgb.shape[:2]
+        for name in self.variant_params:
+            for kind in self.outputs:
+                wr = make_writer(kind, self.formats[kind], out / f"{self.spec.name}.{name}.{kind}", width=w, height=h,
+                                 rate=first.rate or Fraction(30), time_base=first.time_base)
+                self._writers[(name, kind)] = wr
+                self._sinks[(name, kind)] = SinkThread(lambda item, wr=wr: wr.write(*item), maxsize=4,
+                                                       name=f"record {name}.{kind}")
+
+    def _finish_recording(self) -> dict[str, Path]:
+        from ..pipeline import _finalize_partial
+
+        if not self._writers:
+            return {}
+        _finalize_partial(self._sinks, self._writers)
+        paths = {f"{n}.{k}": w.path for (n, k), w in self._writers.items() if w.path.exists()}
+        self._writers, self._sinks = {}, {}
+        return paths
+
+    # -- snapshots ---------------------------------------------------------------------------------------------------
+    def _snapshot(self, rendered: Mapping[str, np.ndarray]) -> None:
+        import cv2
+
+        out = Path(self.settings["snapshot_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        n = len(list(out.glob("snapshot-*.source.png"))) + 1
+        while (out / f"snapshot-{n:04d}.source.png").exists():
+            n += 1
+        for kind, img in rendered.items():
+            path = out / f"snapshot-{n:04d}.{kind}.png"
+            if img.shape[-1] == 4:
+                bgr = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+            elif img.shape[-1] == 3:
+                bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            else:
+                bgr = img[..., 0]
+            if not cv2.imwrite(str(path), bgr):
+                from ..errors import OutputError
+
+                raise OutputError(f"cannot write snapshot {path}")
+            self.snapshots.append(path)
+
+    # -- display -----------------------------------------------------------------------------------------------------
+    def _readout(self) -> list[str]:
+        return self.state.readout(fps=self.stats.fps, latency_ms=1000 * (self.stats.last if self.stats.count else 0.0),
+                                  dropped=self.capture.frames.dropped, captured=self.capture.captured)
+
+    def _present(self) -> None:
+        if self.last_views is None:
+            return
+        canvas = compose(self.last_views, view_height=self.settings["view_height"], mode=self.state.view_mode,
+                         lines=self._readout())
+        self.last_canvas = canvas
+        if self.window is not None:
+            self.window.show(canvas)
+        if self.server is not None:
+            self.server.publish(canvas)
+            self.server.stats = {"prompt": self.state.prompt, "fps": self.stats.fps,
+                                 "latency_ms": 1000 * (self.stats.last if self.stats.count else 0.0),
+                                 "dropped": self.capture.frames.dropped, "frames": self.processed}
+
+    def _keys(self) -> list[str]:
+        keys: list[str] = []
+        if self.window is not None:
+            keys += self.window.poll()
+        if self.key_source is not None:
+            keys += list(self.key_source())
+        return keys
+
+    def _apply_keys(self, keys: Sequence[str], rendered_last: Mapping[str, np.ndarray] | None) -> bool:
+        """Returns True when the view must be redrawn."""
+        redraw = False
+        rebuild = False
+        for key in keys:
+            changed = self.state.handle(key)
+            if "quit" in changed:
+                self.stop("quit key")
+            if changed & {"prompt", "threshold"}:
+                rebuild = True
+            if "snapshot" in changed and rendered_last is not None:
+                self._snapshot(rendered_last)
+            redraw = redraw or bool(changed)
+        if self.prompt_lines is not None:
+            while True:
+                try:
+                    line = self.prompt_lines.get_nowait().strip()
+                except queue.Empty:
+                    break
+                if line and line != self.state.prompt:
+                    self.state.prompt = line
+                    rebuild = redraw = True
+        if rebuild:
+            self.pipe = self._build_pipeline(self.pipe)
+            self.pipelines_built += 1
+        return redraw
+
+    # -- main loop ---------------------------------------------------------------------------------------------------
+    def run(self) -> PreviewSummary:
+        """Preview until the source ends, a quit key, the window is closed, :meth:`stop` or ``max_seconds``.
+
+        Ctrl-C (``KeyboardInterrupt``) and other errors stop it too: the source is released and
+        the recordings are finalized (playable) before the exception reaches the caller.
+        """
+        t_start = time.perf_counter()
+        max_seconds = self.settings["max_seconds"]
+        rendered_last: dict[str, np.ndarray] | None = None
+        recordings: dict[str, Path] = {}
+        try:
+            self.capture.open()
+            if self._display_arg is not None:
+                self.window = self._display_arg
+            elif not self.settings["no_window"]:
+                self.window = open_window(self.settings["backend"])
+            if self.serve_address is not None:
+                self.server = MjpegServer(*self.serve_address, title=f"streammask preview of {self.spec.url}")
+                if self.announce is not None:
+                    print(f"streammask: serving the preview on {self.server.url} (MJPEG at /stream)",
+                          file=self.announce, flush=True)
+            while not self._stop.is_set():
+                if max_seconds is not None and time.perf_counter() - t_start >= max_seconds:
+                    self.stop("max_seconds")
+                    break
+                redraw = self._apply_keys(self._keys(), rendered_last)
+                if redraw and (self.state.paused or self.state.editing is not None):  # no new frame will redraw
+                    self._present()
+                if self._stop.is_set():
+                    break
+                if self.window is not None and self.window.closed:
+                    self.stop("window closed")
+                    break
+                if self.state.paused:
+                    time.sleep(0.02)
+                    continue
+                items = self.capture.frames.get(self.batch_size, timeout=0.03)
+                if items is None:
+                    self.stop("end of the source")
+                    break
+                if not items:
+                    continue
+                rendered_last = self._process(items)
+                if self.on_frame is not None:
+                    self.on_frame(self)
+        finally:
+            self.capture.close()
+            recordings = self.recordings = self._finish_recording()
+            if self.server is not None:
+                self.server.close()
+            if self.window is not None and self._display_arg is None:
+                self.window.close()
+        return PreviewSummary(
+            source=self.spec.url, captured=self.capture.captured, processed=self.processed,
+            dropped=self.capture.frames.dropped, seconds=time.perf_counter() - t_start,
+            latency_mean=self.stats.mean, latency_p95=self.stats.percentile(95), latency_max=self.stats.max,
+            reconnects=self.capture.reconnects, damaged_packets=self.capture.damaged_packets,
+            stop_reason=self.stop_reason or "stopped", recordings=recordings, not_recorded=self.not_recorded,
+            snapshots=list(self.snapshots), prompt=self.state.prompt, thresholds=dict(self.state.thresholds),
+            latencies=list(self.stats.latencies))
+
+    def _process(self, items: list[CapturedFrame]) -> dict[str, np.ndarray] | None:
+        frames = np.stack([it.rgb for it in items])
+        results, x, payload = self.pipe.process_stream(frames, items)
+        if results is None or not payload:
+            return None
+        host = np.stack([it.rgb for it in payload])
+        kinds = ("mask", "heatmap", "matte")
+        rendered = {name: self.pipe.render(x, res, kinds, host_frames=host) for name, res in results.items()}
+        if self.settings["record"]:
+            if not self._writers:
+                self._open_recording(payload[0])
+                self._record_shape = host.shape[1:]
+            if host.shape[1:] == self._record_shape:
+                pts = [it.pts for it in payload]
+                for name, per_kind in rendered.items():
+                    for kind in self.outputs:
+                        self._sinks[(name, kind)].put((per_kind[kind], pts))
+            else:  # a stream that came back at another size: the files keep the first size
+                self.not_recorded += len(payload)
+        shown = rendered[self.state.variant]
+        last = {"source": host[-1], "heatmap": shown["heatmap"][-1],
+                "matte": matte_over(shown["matte"][-1], self.settings["matte_background"])}
+        self.last_views = last
+        self._present()
+        self.stats.shown([it.captured_at for it in payload])
+        self.processed += len(payload)
+        return {"source": host[-1], "heatmap": shown["heatmap"][-1], "matte": shown["matte"][-1],
+                "mask": shown["mask"][-1]}
+
+
+def run_preview(source: str | os.PathLike, *, prompt: str, model: str | os.PathLike | None = None,
+            revision: str | None = None, device: str = "auto", dtype: str = "auto", segmenter: Any = None,
+            **options: Any) -> PreviewSummary:
+    """Preview ``source`` live with a text prompt (see the module docstring and ``streammask preview --help``).
+
+    Args:
+        source: camera (``0``, ``/dev/video0``, ``avfoundation:0``, ``dshow:video=NAME``), stream URL or file.
+        prompt: text prompt (``a|b`` for several).
+        model, revision, device, dtype: as :func:`~streammask.model.load_clipseg` (loaded once);
+            or ``segmenter``: an already loaded model / test oracle.
+        options: run settings of :data:`~streammask.pipeline.RUN_PARAMS` that apply (``variants``,
+            ``outputs``, formats, ``batch_size`` (default 1), ``heatmap_alpha``, ``colormap``, temporal
+            smoothing: causal methods only) and :data:`PREVIEW_PARAMS` (``realtime``, ``window``,
+            ``serve``, ``record``, ``retries``, ...).
+
+    Returns:
+        A :class:`PreviewSummary` (frames shown and dropped, latency, recordings).
+    """
+    if segmenter is None:
+        from ..model import DEFAULT_MODEL, load_clipseg
+
+        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype)
+    return PreviewSession(source, prompt=prompt, segmenter=segmenter, **options).run()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------------------------------
+_RUN_KEYS_NOT_IN_PREVIEW = ("out_dir", "max_frames", "queue_size", "progress", "strict", "keep_partial")
+
+
+def add_preview_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``preview`` subcommand."""
+    from ..params import add_arguments
+    from ..pipeline import RUN_PARAMS
+    from ..variants import VARIANTS
+
+    p = subparsers.add_parser(
+        "preview", help="live preview of a camera, a stream or a file, with bounded latency",
+        description="Show the mask live: source | heatmap | matte in a window (and/or a local web page with "
+                    "--serve), with keys to change the threshold, views, variant and prompt. Stale frames are "
+                    "dropped, never queued, so the latency stays bounded. Keys: up/down threshold, v views, "
+                    "c variant, space pause, s snapshot, p or Enter new prompt, q or Esc quit.")
+    p.add_argument("source", metavar="SOURCE", nargs="?", default="0",
+                   help="camera index (0) or device (/dev/video0, avfoundation:0, dshow:video=NAME), stream URL "
+                        "(rtsp://, http://, udp://, ...) or video file (default: camera 0)")
+    p.add_argument("--pipeline", metavar="FILE", help="TOML pipeline file holding the run settings (flags override it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line and no summary")
+    group = p.add_argument_group("preview settings")
+    add_arguments(group, [q for q in PREVIEW_PARAMS if q.name != "no_window"])
+    group.add_argument("--no-window", dest="no_window", action="store_true", default=None,
+                       help=PREVIEW_PARAMS["no_window"].help)
+    add_arguments(p, [q for q in RUN_PARAMS if q.name not in _RUN_KEYS_NOT_IN_PREVIEW],
+                  title="run settings (as `streammask run`; --batch-size defaults to 1 here)")
+    for name, variant in VARIANTS.items():
+        add_arguments(p, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
+    return p
+
+
+def _status_printer(stream) -> Callable[[PreviewSession], None]:
+    last = [0.0]
+
+    def on_frame(session: PreviewSession) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 1.0:
+            return
+        last[0] = now
+        s = session.stats
+        stream.write(f"\rpreview: {session.processed} frames  {s.fps:5.1f} fps  latency {1000 * s.last:4.0f} ms  "
+                     f"dropped {session.capture.frames.dropped}   ")
+        stream.flush()
+
+    return on_frame
+
+
+def _stdin_prompts() -> "queue.Queue[str] | None":
+    """Lines typed in the terminal become the new prompt (when stdin is a terminal)."""
+    try:
+        if not sys.stdin or not sys.stdin.isatty():
+            return None
+    except (ValueError, OSError):
+        return None
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            lines.put(line)
+
+    threading.Thread(target=read, name="streammask-stdin", daemon=True).start()
+    return lines
+
+
+def _recorded(session: PreviewSession | None, record: str | None) -> str:
+    if not record:
+        return ""
+    n = len(session.recordings) if session is not None else 0
+    return f"; {n} recording(s) finalized in {record}" if n else "; nothing was recorded yet"
+
+
+def run_preview_command(args: argparse.Namespace) -> int:
+    """``streammask preview``: 0 at the end of the source / quit / window closed, 1 when a stream dropped for good,
+    2 for bad input, 130 on Ctrl-C, 143 on SIGTERM. Recordings are finalized in every case."""
+    from ..cli import Terminated, _collect
+
+    settings = _collect(args)
+    for key in _RUN_KEYS_NOT_IN_PREVIEW:
+        settings.pop(key, None)
+    for q in PREVIEW_PARAMS:
+        value = getattr(args, q.name, None)
+        if value is not None:
+            settings[q.name] = q.validate(value, label="--" + q.name.replace("_", "-"))
+    prompt = settings.pop("prompt", "")
+    if not str(prompt).strip():
+        raise ParameterError("--prompt", prompt, "a non-empty text (give --prompt or a pipeline file's prompt)")
+    model = settings.pop("model", None)
+    revision = settings.pop("revision", None)
+    device = settings.pop("device", "auto")
+    dtype = settings.pop("dtype", "auto")
+    quiet = args.quiet
+    record = settings.get("record")
+    session = None
+    try:
+        from ..model import DEFAULT_MODEL, load_clipseg
+
+        # validate the source and settings before the (slow) model load
+        parse_source(args.source)
+        if settings.get("serve"):
+            parse_serve(settings["serve"], allow_remote=bool(settings.get("allow_remote")))
+        from ..temporal import TEMPORAL_PARAMS
+
+        _check_causal(TEMPORAL_PARAMS.validate({k: v for k, v in settings.items() if k in TEMPORAL_PARAMS}))
+        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype)
+        session = PreviewSession(args.source, prompt=prompt, segmenter=segmenter,
+                                 on_frame=None if quiet else _status_printer(sys.stderr),
+                                 prompt_lines=_stdin_prompts(), announce=sys.stderr, **settings)
+        summary = session.run()
+    except StreamDroppedError as exc:
+        print(f"\nstreammask: error: {exc}{_recorded(session, record)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nstreammask: interrupted (SIGINT){_recorded(session, record)}", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"\nstreammask: terminated (SIGTERM){_recorded(session, record)}", file=sys.stderr)
+        return 143
+    if not quiet:
+        print("", file=sys.stderr)
+        print(summary.describe())
+    return 0
