@@ -12,7 +12,11 @@ the clip's subfolder. It holds the input's absolute path, size, ``mtime_ns``
 and a hash of the effective settings; a later run skips the clip while all of
 these still match and its outputs exist (``force=True`` re-does everything).
 
-Only the local engine (one process, clips one after another) is implemented.
+Engines: ``local`` (one process, clips one after another) and ``ray``
+(:mod:`streammask.ray_engine`: actors that load the model once, one task per
+clip or segment, retries). Both write the same layout, completion records and
+report, so a batch can be resumed with either. Long clips can be split into
+segments (:mod:`streammask.plan`, :mod:`streammask.segments`).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ParameterError, PipelineFileError, SourceNotFoundError, StreamMaskError
 from .model import DEFAULT_MODEL
+from .params import Param, ParamSet
 
 __all__ = [
     "VIDEO_EXTENSIONS", "MANIFEST_EXTENSIONS", "REPORT_NAME", "DONE_NAME", "BatchItem", "ClipResult", "BatchReport",
-    "plan_batch", "settings_hash", "run_batch", "add_batch_parser", "run_batch_command",
+    "plan_batch", "settings_hash", "run_batch", "plan_batch_work", "BATCH_PARAMS", "ClipJob", "add_batch_parser",
+    "run_batch_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,7 @@ DONE_NAME = ".streammask-done.json"
 # run settings a manifest row may not change: the model is loaded once per batch
 _FIXED_KEYS = ("model", "revision", "device", "dtype", "progress")
 # run settings that do not change the outputs' content (left out of the settings hash)
-_UNHASHED_KEYS = ("out_dir", "progress", "queue_size")
+_UNHASHED_KEYS = ("out_dir", "progress", "queue_size", "overwrite")
 
 
 @dataclass
@@ -337,6 +343,172 @@ class _ModelLoadFailed(Exception):
 
 # -- running --------------------------------------------------------------------------------------------------------
 
+BATCH_PARAMS = ParamSet((
+    Param("engine", "choice", "local", "where clips run: 'local' (this process, one after another) or 'ray' "
+          "(actors on a Ray cluster; pip install streammask[ray])", choices=("local", "ray")),
+    Param("address", "str", None, "Ray cluster address (default: the RAY_ADDRESS environment variable, else a "
+          "local Ray started for the batch)", nullable=True),
+    Param("actors", "int", None, "Ray actors, each loads the model once (default: one per GPU with "
+          "--gpus-per-actor, else 1)", min=1, max=4096, nullable=True),
+    Param("gpus_per_actor", "float", 0.0, "GPUs each Ray actor reserves (0: CPU actors; 0.5: two per GPU)",
+          min=0.0, max=64.0),
+    Param("segment_seconds", "float", None, "split clips longer than this into segments (Ray: processed in "
+          "parallel; local: one after another with the temporal state handed over), joined losslessly",
+          min=0.001, nullable=True),
+    Param("overlap_frames", "int", 8, "warm-up frames before each segment (temporal state; parallel segments)",
+          min=0, max=100000),
+    Param("max_retries", "int", 2, "Ray: resubmit a task that failed for a reason other than its input "
+          "(a crashed actor, an out-of-memory error) up to this many times", min=0, max=100),
+    Param("dry_run", "bool", False, "print the plan (clips, segments, per-worker load) and write nothing"),
+), owner="batch")
+"""Settings of a batch that are not run settings (engine, segments, dry run)."""
+
+
+@dataclass
+class ClipJob:
+    """A clip that needs processing: where its outputs go and what its completion record holds."""
+
+    item: BatchItem
+    settings: dict[str, Any]
+    clip_dir: Path
+    key: dict[str, Any]
+    digest: str
+    result: ClipResult
+
+
+def _prepare(inputs, model, run_settings) -> tuple[dict[str, Any], list[tuple[BatchItem, dict[str, Any]]]]:
+    base = _base_settings(model, run_settings)
+    plans = []
+    for item in plan_batch(inputs):
+        settings = _clip_settings(base, item.overrides)
+        if not str(settings.get("prompt", "")).strip():
+            raise ParameterError("prompt", settings.get("prompt", ""),
+                                 f"a non-empty text for {item.source} (give --prompt, a pipeline file's prompt "
+                                 "or a manifest 'prompt' column)")
+        plans.append((item, settings))
+    return base, plans
+
+
+def _claim(item: BatchItem, settings: dict[str, Any], out: Path, owners: dict[Path, BatchItem], force: bool,
+           *, clear: bool = True) -> ClipJob:
+    """Check a clip (its subfolder is its own, the input exists) and whether it is done already.
+
+    Returns a job whose ``result.status`` is ``skipped`` when done; raises for a clip that cannot run.
+    """
+    clip_dir = out / item.subdir
+    result = ClipResult(path=str(item.source), status="failed", out_dir=str(clip_dir))
+    owner = owners.setdefault(clip_dir, item)
+    if owner is not item:
+        raise ParameterError("out_dir", str(item.subdir),
+                             f"a subfolder no other clip uses ({owner.source} from {owner.origin} "
+                             "already writes there; give this row its own 'out_dir')")
+    if not item.source.is_file():
+        raise SourceNotFoundError(f"input video {str(item.source)!r} does not exist")
+    key = _input_key(item.source)
+    digest = settings_hash(settings)
+    done = None if force else _is_done(clip_dir, key, digest)
+    if done is not None:
+        result.status = "skipped"
+        result.frames = done.get("frames")
+        result.outputs = {k: str(clip_dir / v) for k, v in (done.get("outputs") or {}).items()}
+    elif clear:
+        (clip_dir / DONE_NAME).unlink(missing_ok=True)  # never leave a stale claim while re-doing
+    return ClipJob(item, settings, clip_dir, key, digest, result)
+
+
+def _record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) -> None:
+    """Write the completion record (after every output got its final name) and fill in the result."""
+    rel = {k: os.path.relpath(p, job.clip_dir) for k, p in outputs.items()}
+    _write_json_atomic(job.clip_dir / DONE_NAME, {
+        **job.key, "settings_hash": job.digest, "settings": _jsonable(
+            {k: v for k, v in job.settings.items() if k not in _UNHASHED_KEYS}),
+        "outputs": rel, "frames": frames,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    job.result.status = "ok"
+    job.result.frames = frames
+    job.result.outputs = {k: str(p) for k, p in outputs.items()}
+
+
+def _run_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """process_video keywords of a clip's settings."""
+    return {k: v for k, v in settings.items() if k not in ("out_dir", "progress", "model", "revision", "device", "dtype")}
+
+
+def _clip_spec(source: Path, name: str, max_frames: int | None = None):
+    """A planner :class:`~streammask.plan.ClipSpec` with the exact frame count (from the packets, at most
+    ``max_frames``) and rate."""
+    from .plan import ClipSpec
+    from .segments import frame_pts
+    from .video import probe
+
+    info = probe(source)
+    frames = len(frame_pts(source))
+    return ClipSpec(name, frames if max_frames is None else min(frames, int(max_frames)), info.frame_rate), info
+
+
+def plan_batch_work(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike,
+    workers: int = 1,
+    segment_seconds: float | None = None,
+    overlap_frames: int = 8,
+    force: bool = False,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    **run_settings: Any,
+):
+    """The dry run: which clips would run (not done yet), their segments and the load per worker.
+
+    Reads only the inputs' headers and packets; writes nothing.
+
+    Returns:
+        ``(plan, skipped, failed)``: a :class:`~streammask.plan.WorkPlan` of the clips to process
+        (``ClipSpec.name`` is the input path), the paths already done, and ``{path: error}`` of
+        clips that cannot run.
+    """
+    from .plan import plan_work
+
+    base, plans = _prepare(inputs, model, run_settings)
+    out = Path(out_dir)
+    owners: dict[Path, BatchItem] = {}
+    specs, skipped, failed = [], [], {}
+    for item, settings in plans:
+        try:
+            job = _claim(item, settings, out, owners, force, clear=False)
+            if job.result.status == "skipped":
+                skipped.append(str(item.source))
+                continue
+            specs.append(_clip_spec(item.source, str(item.source), settings.get("max_frames"))[0])
+        except Exception as exc:
+            failed[str(item.source)] = f"{type(exc).__name__}: {exc}"
+    align = int(base.get("batch_size", 1))
+    return plan_work(specs, workers, segment_seconds=segment_seconds, overlap=overlap_frames, align=align), skipped, failed
+
+
+def _process_local(job: ClipJob, segmenter: Any, progress: bool, segment_seconds: float | None,
+                   overlap_frames: int) -> None:
+    from .pipeline import process_video
+
+    kwargs = _run_kwargs(job.settings)
+    if segment_seconds is not None:
+        from .plan import plan_work
+        from .segments import process_segments
+
+        spec, _ = _clip_spec(job.item.source, str(job.item.source), job.settings.get("max_frames"))
+        plan = plan_work([spec], 1, segment_seconds=segment_seconds, overlap=overlap_frames,
+                         align=int(job.settings.get("batch_size", 1)))
+        if len(plan.tasks) > 1:
+            summary = process_segments(job.item.source, [(t.start, t.end) for t in plan.tasks], out_dir=job.clip_dir,
+                                       overlap=overlap_frames, handover=True, progress=progress, segmenter=segmenter,
+                                       **kwargs)
+            _record_done(job, summary.frames, summary.outputs)
+            return
+    summary = process_video(job.item.source, out_dir=job.clip_dir, progress=progress, segmenter=segmenter,
+                            **{**kwargs, "overwrite": True})  # the batch owns its clip folders
+    _record_done(job, summary.frames, summary.outputs)
+
+
 def run_batch(
     inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     *,
@@ -346,9 +518,16 @@ def run_batch(
     segmenter: Any = None,
     model: str | os.PathLike = DEFAULT_MODEL,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
+    segment_seconds: float | None = None,
+    overlap_frames: int = 8,
+    max_retries: int = 2,
     **run_settings: Any,
 ) -> BatchReport:
-    """Mask many clips with one model load; isolate failures; skip clips already done.
+    """Mask many clips with one model load per worker; isolate failures; skip clips already done.
 
     Args:
         inputs: video files, folders (searched recursively for :data:`VIDEO_EXTENSIONS`) and
@@ -360,9 +539,14 @@ def run_batch(
         force: re-process clips that have a matching completion record.
         report: the JSONL report that one row per clip is appended to
             (default ``out_dir/streammask-report.jsonl``).
-        segmenter: an already loaded model; by default ``model`` is loaded once, when the first
-            clip needs processing.
+        segmenter: an already loaded model (local engine); by default ``model`` is loaded once,
+            when the first clip needs processing.
         progress: a bar over clips, and each clip's frame bar below it.
+        engine: ``local`` or ``ray`` (see :func:`streammask.ray_engine.run_ray`); ``address``,
+            ``actors``, ``gpus_per_actor`` and ``max_retries`` are the Ray engine's.
+        segment_seconds: split clips longer than this into segments of at most this length
+            (frame ranges with ``overlap_frames`` warm-up frames), joined losslessly; the local
+            engine runs them one after another and hands the temporal state over.
         run_settings: :func:`~streammask.process_video` keywords applied to every clip.
 
     Returns:
@@ -375,19 +559,16 @@ def run_batch(
     from tqdm.auto import tqdm
 
     from .model import load_clipseg
-    from .pipeline import process_video
 
     t_start = time.perf_counter()
-    base = _base_settings(model, run_settings)
-    items = plan_batch(inputs)
-    plans = []
-    for item in items:
-        settings = _clip_settings(base, item.overrides)
-        if not str(settings.get("prompt", "")).strip():
-            raise ParameterError("prompt", settings.get("prompt", ""),
-                                 f"a non-empty text for {item.source} (give --prompt, a pipeline file's prompt "
-                                 "or a manifest 'prompt' column)")
-        plans.append((item, settings))
+    opts = BATCH_PARAMS.validate(dict(engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
+                                      segment_seconds=segment_seconds, overlap_frames=overlap_frames,
+                                      max_retries=max_retries), where="run_batch")
+    if opts["engine"] == "ray":
+        from .ray_engine import import_ray
+
+        import_ray()  # a clear error before anything is written
+    base, plans = _prepare(inputs, model, run_settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = Path(report) if report is not None else out / REPORT_NAME
@@ -395,50 +576,44 @@ def run_batch(
     batch_started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     owners: dict[Path, BatchItem] = {}
     results: list[ClipResult] = []
-    bar = tqdm(total=len(plans), unit="clip", desc="batch", position=0, disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, leave=True)
-    try:
-        with open(report_path, "a", encoding="utf-8") as rep:
+    with open(report_path, "a", encoding="utf-8") as rep:
+        def record(result: ClipResult) -> None:
+            rep.write(json.dumps({**result.row(), "batch_started": batch_started}) + "\n")
+            rep.flush()
+
+        if opts["engine"] == "ray":
+            from .ray_engine import run_ray
+
+            jobs: list[ClipJob | ClipResult] = []
             for item, settings in plans:
-                clip_dir = out / item.subdir
-                result = ClipResult(path=str(item.source), status="failed", out_dir=str(clip_dir))
+                try:
+                    job = _claim(item, settings, out, owners, force)
+                    jobs.append(job.result if job.result.status == "skipped" else job)
+                except Exception as exc:
+                    jobs.append(ClipResult(path=str(item.source), status="failed", out_dir=str(out / item.subdir),
+                                           error=f"{type(exc).__name__}: {exc}"))
+            results = run_ray(jobs, base=base, record=record, progress=progress, **{
+                k: opts[k] for k in ("address", "actors", "gpus_per_actor", "segment_seconds", "overlap_frames",
+                                     "max_retries")})
+            return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
+
+        bar = tqdm(total=len(plans), unit="clip", desc="batch", position=0, disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True, leave=True)
+        try:
+            for item, settings in plans:
+                result = ClipResult(path=str(item.source), status="failed", out_dir=str(out / item.subdir))
                 t0 = time.perf_counter()
                 try:
-                    owner = owners.setdefault(clip_dir, item)
-                    if owner is not item:
-                        raise ParameterError("out_dir", str(item.subdir),
-                                             f"a subfolder no other clip uses ({owner.source} from {owner.origin} "
-                                             "already writes there; give this row its own 'out_dir')")
-                    if not item.source.is_file():
-                        raise SourceNotFoundError(f"input video {str(item.source)!r} does not exist")
-                    key = _input_key(item.source)
-                    digest = settings_hash(settings)
-                    done = None if force else _is_done(clip_dir, key, digest)
-                    if done is not None:
-                        result.status = "skipped"
-                        result.frames = done.get("frames")
-                        result.outputs = {k: str(clip_dir / v) for k, v in (done.get("outputs") or {}).items()}
-                    else:
-                        (clip_dir / DONE_NAME).unlink(missing_ok=True)  # never leave a stale claim while re-doing
+                    job = _claim(item, settings, out, owners, force)
+                    result = job.result
+                    if result.status != "skipped":
                         if segmenter is None:
                             try:
                                 segmenter = load_clipseg(base["model"], revision=base["revision"],
                                                          device=base["device"], dtype=base["dtype"])
                             except Exception as exc:  # the model is the batch's, not the clip's: stop
                                 raise _ModelLoadFailed(exc) from exc
-                        kwargs = {k: v for k, v in settings.items() if k not in ("out_dir", "progress")}
-                        summary = process_video(item.source, out_dir=clip_dir, progress=progress, segmenter=segmenter,
-                                                **{**kwargs, "overwrite": True})  # the batch owns its clip folders
-                        outputs = {k: os.path.relpath(p, clip_dir) for k, p in summary.outputs.items()}
-                        _write_json_atomic(clip_dir / DONE_NAME, {
-                            **key, "settings_hash": digest, "settings": _jsonable(
-                                {k: v for k, v in settings.items() if k not in _UNHASHED_KEYS}),
-                            "outputs": outputs, "frames": summary.frames,
-                            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        })
-                        result.status = "ok"
-                        result.frames = summary.frames
-                        result.outputs = {k: str(p) for k, p in summary.outputs.items()}
+                        _process_local(job, segmenter, progress, opts["segment_seconds"], opts["overlap_frames"])
                 except _ModelLoadFailed as exc:
                     raise exc.error from None
                 except Exception as exc:  # isolate the clip: report it and go on
@@ -447,13 +622,12 @@ def run_batch(
                     result.error = f"{type(exc).__name__}: {exc}"
                 result.seconds = time.perf_counter() - t0
                 results.append(result)
-                rep.write(json.dumps({**result.row(), "batch_started": batch_started}) + "\n")
-                rep.flush()
+                record(result)
                 bar.update(1)
                 if result.status == "failed" and progress:
                     bar.write(f"streammask: clip failed: {result.path}: {result.error}", file=sys.stderr)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
 
 
@@ -477,10 +651,27 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     batch.add_argument("--force", action="store_true", help="re-process clips that are already done")
     batch.add_argument("--report", metavar="FILE", help=f"JSONL report to append to (default OUTDIR/{REPORT_NAME})")
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
+    add_arguments(batch, list(BATCH_PARAMS), title="engine, segments, dry run")
     add_arguments(batch, list(RUN_PARAMS), title="run settings (every clip; a manifest can override them per clip)")
     for name, variant in VARIANTS.items():
         add_arguments(batch, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
     return batch
+
+
+def _dry_run(args: argparse.Namespace, out_dir: str, opts: dict[str, Any], settings: dict[str, Any]) -> int:
+    """``--dry-run``: print the plan; write nothing."""
+    engine = opts.get("engine", "local")
+    workers = 1 if engine == "local" else int(opts.get("actors") or 1)
+    settings = {k: v for k, v in settings.items() if k != "progress"}
+    plan, skipped, failed = plan_batch_work(
+        args.inputs, out_dir=out_dir, workers=workers, segment_seconds=opts.get("segment_seconds"),
+        overlap_frames=opts.get("overlap_frames", BATCH_PARAMS["overlap_frames"].default), force=args.force, **settings)
+    print(f"dry run ({engine} engine): nothing is written")
+    print(plan.describe())
+    print(f"  {len(skipped)} clip(s) already done (skipped)" + "".join(f"\n    {p}" for p in skipped))
+    for path, error in failed.items():
+        print(f"  cannot run {path}: {error}")
+    return 1 if failed else 0
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
@@ -491,7 +682,11 @@ def run_batch_command(args: argparse.Namespace) -> int:
         settings = _collect(args)
         settings.setdefault("progress", True)
         out_dir = settings.pop("out_dir", "streammask-out")
-        report = run_batch(args.inputs, out_dir=out_dir, force=args.force, report=args.report, **settings)
+        opts = {p.name: p.validate(getattr(args, p.name), label="--" + p.name.replace("_", "-"))
+                for p in BATCH_PARAMS if getattr(args, p.name, None) is not None}
+        if opts.pop("dry_run", False):
+            return _dry_run(args, out_dir, opts, settings)
+        report = run_batch(args.inputs, out_dir=out_dir, force=args.force, report=args.report, **opts, **settings)
         if not args.quiet:
             print(report.describe())
         return report.exit_code

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from .temporal import TEMPORAL_PARAMS, make_temporal
 from .variants import VARIANTS, VariantOutput, get_variant
 from .video import probe, read_batches
 from .writers import FORMATS, OUTPUT_PARAMS, make_writer, output_look
+
+if TYPE_CHECKING:
+    from .segments import FrameRange
 
 __all__ = ["Segmenter", "MaskPipeline", "RunSummary", "process_video", "RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants"]
 
@@ -175,6 +178,25 @@ class MaskPipeline:
         """Forget per-stream state: variant statistics and temporal smoothing (call between videos)."""
         self.state = {name: {} for name in self.variants}
         self._smoothers = {}
+
+    def stream_state(self) -> dict[str, Any]:
+        """The per-stream state (variant statistics, temporal smoothers) as copies: hand it to
+        :meth:`load_stream_state` of a pipeline with the same settings to continue the stream."""
+        import copy
+
+        return {"variants": copy.deepcopy(self.state),
+                "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()}}
+
+    def load_stream_state(self, state: Mapping[str, Any]) -> None:
+        """Continue a stream from :meth:`stream_state`."""
+        import copy
+
+        self.state = {name: copy.deepcopy(dict(state.get("variants", {}).get(name, {}))) for name in self.variants}
+        self._smoothers = {}
+        for key, sm_state in state.get("smoothers", {}).items():
+            smoother = make_temporal(**{"name": self.temporal["temporal"], **self.temporal})
+            smoother.load_state_dict(sm_state)
+            self._smoothers[key] = smoother
 
     @property
     def device(self) -> torch.device:
@@ -345,6 +367,12 @@ def _progress(total: int | None, enabled: bool, desc: str):
                 mininterval=0.25, smoothing=0.1)
 
 
+def _select(result: VariantOutput, keep: list[int]) -> VariantOutput:
+    """The frames ``keep`` of a batch's variant output."""
+    return VariantOutput(mask=result.mask[keep], heatmap=None if result.heatmap is None else result.heatmap[keep],
+                         extra={k: v[keep] for k, v in result.extra.items()})
+
+
 def _finalize_partial(sinks: dict, writers: dict) -> None:
     """``keep_partial``: let the encoder threads finish what they hold, then close (flush,
     rename) every writer; a writer that cannot be finalized is removed."""
@@ -390,6 +418,7 @@ def process_video(
     max_batch_mb: float = 256.0,
     segmenter: Segmenter | None = None,
     on_batch: Callable[[int, int | None], None] | None = None,
+    frame_range: FrameRange | None = None,
     temporal: str = "none",
     audio: bool = True,
     matte_style: str = "straight",
@@ -420,6 +449,9 @@ def process_video(
         temporal: temporal smoothing method (``none``, ``ema``, ``median``, ``mean``,
             ``hysteresis``, ``flow``); ``temporal_options`` are its parameters
             (``ema_alpha``, ``window``, ``flow_strength``, ... see ``streammask run --help``).
+        frame_range: a :class:`~streammask.segments.FrameRange`: write only frames
+            ``[start, end)`` (source pts kept), after seeking and warming up temporal state
+            (see :mod:`streammask.segments`); ``max_frames`` is then ignored.
         Others: see ``streammask run --help`` (each keyword is a CLI flag and a pipeline-file key).
 
     Returns:
@@ -465,6 +497,12 @@ def process_video(
     sinks: dict[tuple[str, str], SinkThread] = {}
     stop = threading.Event()
     total = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
+    if frame_range is not None:
+        from .segments import range_batches
+
+        total = frame_range.end - frame_range.start
+        if frame_range.state:
+            pipe.load_stream_state(frame_range.state)
     bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
     frames_done = 0
     read_stats: dict[str, int] = {}
@@ -483,17 +521,28 @@ def process_video(
                 sinks[(name, kind)] = SinkThread(lambda item, w=w: w.write(*item), maxsize=slots,
                                                  name=f"encode {name}.{kind}", timer=timer)
         deep = "matte" in kinds and look["bits"].get("matte") == 16 and settings["matte_style"] != "alpha"
-        batches = prefetch(read_batches(source, batch_size=batch_size, max_frames=max_frames,
-                                        strict=settings["strict"], stats=read_stats, deep=deep),
-                           maxsize=decode_slots, name="decode", timer=timer, stop=stop)
+        if frame_range is None:
+            reader = read_batches(source, batch_size=batch_size, max_frames=max_frames,
+                                  strict=settings["strict"], stats=read_stats, deep=deep)
+        else:
+            reader = range_batches(source, frame_range, pipe, batch_size=batch_size,
+                                   strict=settings["strict"], stats=read_stats, deep=deep)
+        batches = prefetch(reader, maxsize=decode_slots, name="decode", timer=timer, stop=stop)
         def emit(results, x, payload) -> None:
             if not payload:
                 return
+            keep = None
+            if frame_range is not None:  # warm-up and look-ahead frames are not written
+                keep = [i for i, item in enumerate(payload) if frame_range.start <= item[3] < frame_range.end]
+                if not keep:
+                    return
+                payload = [payload[i] for i in keep]
             pts = [item[0] for item in payload]
             host = np.stack([item[1] for item in payload])
             host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
             bg = look["background"].take(len(pts)) if look["background"] is not None else None
-            rendered = {name: pipe.render(x, res, kinds, host_frames=host, bits=look["bits"], background=bg,
+            rendered = {name: pipe.render(x if keep is None else x[keep], res if keep is None else _select(res, keep),
+                                          kinds, host_frames=host, bits=look["bits"], background=bg,
                                           host_frames16=host16,
                                           matte_style=settings["matte_style"], matte_color=look["color"])
                         for name, res in results.items()}
@@ -504,12 +553,17 @@ def process_video(
         for batch in batches:
             t0 = time.perf_counter()
             deep16 = batch.frames16 if batch.frames16 is not None else [None] * len(batch)
-            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames, deep16))))
+            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames, deep16,
+                                                             range(batch.start, batch.start + len(batch))))))
             timer.add("segment + post-process", time.perf_counter() - t0)
-            frames_done += len(batch)
-            bar.update(len(batch))
+            n_written = len(batch) if frame_range is None else sum(
+                frame_range.start <= i < frame_range.end for i in range(batch.start, batch.start + len(batch)))
+            frames_done += n_written
+            bar.update(n_written)
             if on_batch is not None:
                 on_batch(frames_done, total)
+        if frame_range is not None:
+            frame_range.state_out = pipe.stream_state()
         emit(*pipe.flush_stream())
         for key, sink in sinks.items():
             sink.close()

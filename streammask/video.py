@@ -239,6 +239,23 @@ def _deep(frames16: list, frames: list):
     return np.stack(frames16) if frames16 and len(frames16) == len(frames) else None
 
 
+def _seek(container, stream, pts: int) -> bool:
+    """Seek to the keyframe at or before ``pts``; False when the first frame decoded there is later
+    (a container whose index cannot seek exactly): the caller then decodes from the start."""
+    import av
+
+    try:
+        container.seek(pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.pts > pts:
+                return False
+            break
+        container.seek(pts, stream=stream, backward=True, any_frame=False)
+        return True
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False
+
+
 def read_batches(
     path: str | os.PathLike,
     *,
@@ -247,6 +264,7 @@ def read_batches(
     strict: bool = False,
     stats: dict | None = None,
     deep: bool = False,
+    start_pts: int | None = None,
 ) -> Iterator[FrameBatch]:
     """Stream a video as :class:`FrameBatch` es of RGB uint8 frames.
 
@@ -274,6 +292,9 @@ def read_batches(
         deep: for a source with more than 8 bits per component (10-bit HEVC, ProRes, ...), also
             give every frame as 16-bit RGB (:attr:`FrameBatch.frames16`), for outputs that keep
             the extra precision (the 16-bit mattes); 8-bit sources give ``None``.
+        start_pts: seek to the keyframe at or before this ``pts`` and drop the frames before
+            it (``max_frames`` and the batches' ``start`` then count from that frame); when the
+            seek lands after it, decoding starts from the beginning instead.
 
     Raises:
         InvalidVideoError: no frame decodes, or (``strict``) a packet is damaged.
@@ -300,6 +321,9 @@ def read_batches(
         last_pts: int | None = None
         shape: tuple[int, ...] | None = None
         start = 0
+        if start_pts is not None and not _seek(container, stream, int(start_pts)):
+            container.close()
+            container, stream = open_video(path)
 
         def damaged(what: str, exc: Exception) -> None:
             stats["damaged_packets"] += 1
@@ -339,6 +363,8 @@ def read_batches(
                     stats["bad_timestamps"] += 1
                     p = last_pts + max(step, 1)
                 last_pts = p
+                if start_pts is not None and p < start_pts:
+                    continue
                 rgb = frame.to_ndarray(format="rgb24")
                 rgb16 = None
                 if deep and frame.format.components and frame.format.components[0].bits > 8:

@@ -50,6 +50,9 @@ def carphone(tmp_path) -> Path:
     return dst
 
 
+GOP_RATE = Fraction(30000, 1001)
+
+
 def encode_frames(container, stream, images, pts, time_base=None) -> None:
     """Encode RGB uint8 ``images`` with their ``pts`` into ``stream`` and flush it."""
     import av
@@ -90,6 +93,32 @@ def write_synthetic_clip(path: Path, *, frames: int = 12, size=(64, 48), rate=Fr
                 yield img
 
         encode_frames(c, s, images(), [i * step for i in range(frames)], tb)
+    return path
+
+
+def write_gop_clip(path: Path, *, frames: int = 40, gop: int = 8, size=(96, 64), time_base=None) -> Path:
+    """Moving shapes with a keyframe every ``gop`` frames and B-frames, so a segment really seeks."""
+    import av
+
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tb = time_base or Fraction(1, GOP_RATE.numerator)
+    step = int(round(1 / GOP_RATE / tb))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=GOP_RATE)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.time_base = tb
+        s.codec_context.time_base = tb
+        s.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "2"}
+        yy, xx = np.mgrid[0:h, 0:w]
+        imgs = []
+        for i in range(frames):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[..., 0] = (xx * 255 // (w - 1)).astype(np.uint8)
+            img[..., 1] = ((xx + yy + 7 * i) % 64 * 4).astype(np.uint8)
+            img[10 + i % 20:40 + i % 20, 5 + i:35 + i] = 255
+            imgs.append(img)
+        encode_frames(c, s, imgs, [i * step for i in range(frames)], tb)
     return path
 
 

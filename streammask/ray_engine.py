@@ -1,0 +1,300 @@
+"""The Ray engine of :func:`~streammask.run_batch`: actors that load the model once, one task per clip or segment.
+
+``pip install streammask[ray]``; Ray is imported only when the engine runs.
+
+* :class:`MaskWorker` is the actor: it loads CLIPSeg once (``num_gpus`` per actor,
+  or a CPU actor) and runs :func:`~streammask.process_video` on a whole clip or on
+  a frame range (:class:`~streammask.segments.FrameRange`).
+* :func:`run_ray` is the driver: it plans the tasks (:func:`~streammask.plan.plan_work`:
+  long clips split into segments with warm-up frames), hands them to free actors
+  longest first, resubmits tasks that failed for a reason other than their input
+  (a crashed actor, an out-of-memory error, ...) up to ``max_retries`` times, joins a
+  clip's segments losslessly when all are done, writes the completion record (the same
+  as the local engine's: resume works across engines) and a report row per clip.
+
+Outputs are written straight to the shared output folder by the actors, so on a
+multi-node cluster ``out_dir`` (and the inputs) must be a path every node sees.
+Segments of one clip run in parallel: the temporal state is warmed up by
+``overlap_frames`` (exact for ``temporal="none"`` and windowed smoothers whose window
+fits the overlap; an approximation for ``ema``/``hysteresis``/``flow``, see
+:mod:`streammask.segments`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import StreamMaskError
+
+__all__ = ["MaskWorker", "run_ray", "import_ray", "is_retryable"]
+
+log = logging.getLogger(__name__)
+
+
+class RayNotInstalledError(StreamMaskError, ImportError):
+    """``engine="ray"`` without Ray installed."""
+
+
+def import_ray():
+    """Import Ray, or raise a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayNotInstalledError("engine='ray' needs Ray: pip install 'streammask[ray]' (or pip install 'ray>=2.9')") \
+            from None
+    return ray
+
+
+class MaskWorker:
+    """The actor: one loaded model, many clips or segments.
+
+    Args:
+        model, revision, device, dtype: see :func:`~streammask.load_clipseg`; ``device="auto"``
+            picks the GPU Ray assigned to the actor, if any.
+    """
+
+    def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto") -> None:
+        from .model import load_clipseg
+
+        self.segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype)
+        self.tasks_done = 0
+
+    def run(self, source: str, out_dir: str, kwargs: dict[str, Any], frame_range: tuple[int, int, int] | None = None,
+            index: Sequence[int] | None = None) -> dict[str, Any]:
+        """Process a clip (or frames ``[start, end)`` after warm-up from ``warmup_start``) into ``out_dir``.
+
+        Returns:
+            ``{"frames", "outputs" ({key: path}), "seconds", "damaged_packets", "pid"}``.
+        """
+        from .pipeline import process_video
+        from .segments import FrameRange
+
+        t0 = time.perf_counter()
+        rng = None
+        if frame_range is not None:
+            start, end, warm = frame_range
+            rng = FrameRange(start, end, warmup_start=warm, index=list(index) if index is not None else None)
+        summary = process_video(source, out_dir=out_dir, progress=False, segmenter=self.segmenter, frame_range=rng,
+                                **{**kwargs, "overwrite": True})  # the batch owns its clip folders
+        self.tasks_done += 1
+        return {"frames": summary.frames, "outputs": {k: str(p) for k, p in summary.outputs.items()},
+                "seconds": time.perf_counter() - t0, "damaged_packets": summary.damaged_packets, "pid": os.getpid()}
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class _TaskFailed(Exception):
+    pass
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a failed task is worth resubmitting: not when its input or settings are at fault
+    (a :class:`~streammask.StreamMaskError`, e.g. a corrupt clip: it would fail again)."""
+    cause = getattr(error, "cause", None)  # ray.exceptions.RayTaskError wraps the task's exception
+    if isinstance(cause, BaseException):
+        error = cause
+    return not isinstance(error, StreamMaskError)
+
+
+def _error_text(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}"
+
+
+def run_ray(
+    jobs: Sequence[Any],
+    *,
+    base: dict[str, Any],
+    record: Callable[[Any], None],
+    progress: bool = True,
+    address: str | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
+    segment_seconds: float | None = None,
+    overlap_frames: int = 8,
+    max_retries: int = 2,
+) -> list[Any]:
+    """Run a batch's clip jobs on Ray (called by :func:`~streammask.run_batch` with ``engine="ray"``).
+
+    Args:
+        jobs: per clip in plan order, a :class:`~streammask.batch.ClipJob` to run, or an already
+            final :class:`~streammask.batch.ClipResult` (skipped, or failed before it could run).
+        base: the batch's settings (``model``, ``revision``, ``device``, ``dtype``).
+        record: called with each clip's result as soon as it is final (the report row).
+        address: the cluster (default: ``RAY_ADDRESS``, else a local Ray started here and shut
+            down at the end); when Ray is already initialised it is used as it is.
+        actors: number of actors (default: one per ``gpus_per_actor`` of the cluster's GPUs, else 1).
+        gpus_per_actor: GPUs each actor reserves (``0``: CPU actors).
+        segment_seconds, overlap_frames: split long clips (see :func:`~streammask.plan.plan_work`).
+        max_retries: resubmissions of a task that failed for a reason other than its input.
+
+    Returns:
+        The clips' results, in plan order.
+    """
+    from tqdm.auto import tqdm
+
+    from .batch import ClipJob, ClipResult, _record_done, _run_kwargs
+    from .plan import ClipSpec, plan_work
+    from .segments import SEGMENTS_DIR, concat_outputs, frame_pts, segment_dir, start_times
+    from .video import probe
+
+    ray = import_ray()
+    t_start = time.perf_counter()
+    todo = [j for j in jobs if isinstance(j, ClipJob)]
+    for j in jobs:
+        if isinstance(j, ClipResult):
+            record(j)
+    if not todo:
+        return [j if isinstance(j, ClipResult) else j.result for j in jobs]
+
+    # plan: exact frame counts (and the frame index, for seeking) when segments are wanted
+    specs, index = [], {}
+    for i, job in enumerate(todo):
+        cap = job.settings.get("max_frames")
+        try:
+            if segment_seconds is not None:
+                index[i] = frame_pts(job.item.source)
+                frames, rate = len(index[i]), probe(job.item.source).frame_rate
+            else:  # one task per clip: the header's frame count orders them (longest first)
+                info = probe(job.item.source)
+                frames, rate = info.num_frames or 1, None
+            spec = ClipSpec(str(job.item.source), frames if cap is None else min(frames, int(cap)), rate)
+        except Exception as exc:
+            job.result.error = f"{type(exc).__name__}: {exc}"
+            spec = ClipSpec(str(job.item.source), 0, None)
+        specs.append(spec)
+
+    owned = False
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        owned = True
+    try:
+        if actors is None:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor > 0 else 1
+        batch_size = int(base.get("batch_size", 1) or 1)
+        plan = plan_work(specs, actors, segment_seconds=segment_seconds, overlap=overlap_frames, align=batch_size)
+        device = base["device"]
+        if gpus_per_actor > 0 and device == "auto":
+            device = "cuda"
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=max_retries)(MaskWorker)
+        pool = [actor_cls.remote(base["model"], base["revision"], device, base["dtype"]) for _ in range(actors)]
+
+        # tasks longest first (LPT, as the plan); a clip whose probe failed has no tasks and fails below
+        order = deque(sorted((t for t in range(len(plan.tasks)) if todo[plan.tasks[t].clip].result.error is None),
+                             key=lambda t: (-plan.tasks[t].cost, t)))
+        n_segments = {c: sum(1 for t in plan.tasks if t.clip == c) for c in range(len(todo))}
+        remaining = dict(n_segments)
+        outputs: dict[int, dict[int, dict]] = {c: {} for c in range(len(todo))}
+        attempts: dict[int, int] = {}
+        failed: dict[int, str] = {c: todo[c].result.error for c in range(len(todo)) if todo[c].result.error}
+        t_clip: dict[int, float] = {}
+        inflight: dict[Any, tuple[int, Any]] = {}
+        free = list(pool)
+        total_frames = sum(t.frames for t in plan.tasks)
+        bar = tqdm(total=total_frames or None, unit="frame", desc=f"ray x{actors}", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+
+        finished: set[int] = set()
+
+        def busy(c: int) -> bool:
+            return any(plan.tasks[x].clip == c for x, _ in inflight.values())
+
+        def finish(c: int) -> None:
+            if c in finished:
+                return
+            finished.add(c)
+            job = todo[c]
+            job.result.seconds = time.perf_counter() - t_clip.get(c, t_start)
+            parts = outputs[c]
+            try:
+                if c in failed:
+                    raise _TaskFailed(failed[c])
+                if n_segments[c] == 1:
+                    _record_done(job, parts[0]["frames"], parts[0]["outputs"])
+                else:
+                    stem = Path(job.item.source).stem
+                    first = parts[0]["outputs"]
+                    names = [Path(p).name for p in first.values()]
+                    starts = [t.start for t in plan.tasks if t.clip == c]
+                    dirs = [segment_dir(job.clip_dir, stem, s) for s in range(len(starts))]
+                    joined = concat_outputs(dirs, job.clip_dir, names,
+                                            start_times=start_times(job.item.source, index[c], starts))
+                    _record_done(job, sum(p["frames"] for p in parts.values()),
+                                 {k: joined[Path(p).name] for k, p in first.items()})
+            except Exception as exc:
+                job.result.status = "failed"
+                job.result.error = str(exc) if isinstance(exc, _TaskFailed) else f"{type(exc).__name__}: {exc}"
+                if progress:
+                    bar.write(f"streammask: clip failed: {job.result.path}: {job.result.error}", file=sys.stderr)
+            shutil.rmtree(job.clip_dir / SEGMENTS_DIR, ignore_errors=True)
+            record(job.result)
+
+        for c in list(failed):
+            finish(c)
+
+        try:
+            while order or inflight:
+                while order and free:
+                    t = order.popleft()
+                    task = plan.tasks[t]
+                    job = todo[task.clip]
+                    t_clip.setdefault(task.clip, time.perf_counter())
+                    actor = free.pop()
+                    if task.segments == 1:
+                        ref = actor.run.remote(str(job.item.source), str(job.clip_dir), _run_kwargs(job.settings))
+                    else:
+                        d = segment_dir(job.clip_dir, Path(job.item.source).stem, task.segment)
+                        ref = actor.run.remote(str(job.item.source), str(d), _run_kwargs(job.settings),
+                                               (task.start, task.end, task.warmup_start), index[task.clip])
+                    inflight[ref] = (t, actor)
+                if not inflight:
+                    break
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                t, actor = inflight.pop(ready[0])
+                free.append(actor)
+                task = plan.tasks[t]
+                c = task.clip
+                try:
+                    res = ray.get(ready[0])
+                except Exception as exc:
+                    attempts[t] = attempts.get(t, 0) + 1
+                    if is_retryable(exc) and attempts[t] <= max_retries:
+                        log.warning("task %d of %s failed (%s); retry %d of %d", task.segment, todo[c].item.source,
+                                    _error_text(exc), attempts[t], max_retries)
+                        order.appendleft(t)
+                        continue
+                    failed.setdefault(c, _error_text(exc))
+                    for x in [x for x in order if plan.tasks[x].clip == c]:  # the clip's other segments: moot
+                        order.remove(x)
+                    if not busy(c):
+                        finish(c)
+                    continue
+                bar.update(res["frames"])
+                outputs[c][task.segment] = res
+                remaining[c] -= 1
+                if (remaining[c] == 0 or c in failed) and not busy(c):
+                    finish(c)
+        finally:
+            bar.close()
+            for a in pool:
+                try:
+                    ray.kill(a)
+                except Exception:
+                    pass
+    finally:
+        if owned:
+            ray.shutdown()
+    return [j if isinstance(j, ClipResult) else j.result for j in jobs]

@@ -1,0 +1,134 @@
+"""The Ray engine on a local cluster started here (CPU only, tiny random model): same outputs as the local engine."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streammask import InvalidVideoError, run_batch
+from streammask.batch import DONE_NAME, REPORT_NAME
+from streammask.ray_engine import RayNotInstalledError, is_retryable
+
+from conftest import write_gop_clip, write_synthetic_clip
+
+try:
+    import ray
+except ImportError:  # the engine is an optional extra
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'streammask[ray]')")
+KW = dict(prompt="person", outputs=["mask", "matte"], mask_format="ffv1", matte_format="prores", batch_size=4, device="cpu",
+          progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray is None:
+        pytest.skip("ray is not installed (pip install 'streammask[ray]')")
+    root = str(Path(__file__).resolve().parents[1])  # the workers import this checkout of streammask
+    path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+def _decode(path: Path, fmt: str):
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format=fmt)) for f in c.decode(video=0)]
+    return [p for p, _ in frames], np.stack([a for _, a in frames])
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _same_outputs(a: Path, b: Path, name: str) -> None:
+    for suffix, fmt in ((".soft.mask.mkv", "gray"), (".soft.matte.mov", "rgba64le")):
+        pts_a, x = _decode(a / f"{name}{suffix}", fmt)
+        pts_b, y = _decode(b / f"{name}{suffix}", fmt)
+        assert pts_a == pts_b
+        np.testing.assert_array_equal(x, y)
+
+
+@needs_ray
+def test_ray_batch_equals_local_and_resumes(ray_cluster, tmp_path, tiny_model, tiny_model_dir):
+    clips = tmp_path / "clips"
+    (clips / "a").mkdir(parents=True)
+    write_synthetic_clip(clips / "a" / "one.mp4", frames=6)
+    write_synthetic_clip(clips / "two.mp4", frames=9)
+    (clips / "bad.mp4").write_bytes(os.urandom(3000))
+    local = run_batch([clips], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    rep = run_batch([clips], out_dir=tmp_path / "ray", engine="ray", actors=2, model=tiny_model_dir,
+                    **KW)
+    by_name = {Path(r.path).name: r for r in rep.results}
+    assert {n: r.status for n, r in by_name.items()} == {"one.mp4": "ok", "two.mp4": "ok", "bad.mp4": "failed"}
+    assert by_name["bad.mp4"].error.startswith("InvalidVideoError: ") and rep.exit_code == 1
+    assert (by_name["one.mp4"].frames, by_name["two.mp4"].frames) == (6, 9)
+    rows = _rows(tmp_path / "ray" / REPORT_NAME)
+    assert sorted(Path(r["path"]).name + ":" + r["status"] for r in rows) == ["bad.mp4:failed", "one.mp4:ok",
+                                                                             "two.mp4:ok"]
+    # same layout and the same outputs as the local engine
+    _same_outputs(tmp_path / "local" / "a" / "one", tmp_path / "ray" / "a" / "one", "one")
+    _same_outputs(tmp_path / "local" / "two", tmp_path / "ray" / "two", "two")
+    assert (tmp_path / "ray" / "two" / DONE_NAME).is_file() and not (tmp_path / "ray" / "bad" / DONE_NAME).exists()
+    # resume across engines: the local engine skips what Ray finished and retries only the broken clip
+    again = run_batch([clips], out_dir=tmp_path / "ray", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    assert sorted(Path(r.path).name + ":" + r.status for r in again.results) == [
+        "bad.mp4:failed", "one.mp4:skipped", "two.mp4:skipped"]
+
+
+@needs_ray
+def test_ray_segments_equal_one_pass(ray_cluster, tmp_path, tiny_model, tiny_model_dir):
+    clip = write_gop_clip(tmp_path / "in" / "long.mp4", frames=40)
+    local = run_batch([clip], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    assert local.results[0].status == "ok"
+    # 0.45 s at 29.97 = 13 frames -> 4 segments on the batch grid, 2 actors, 3 warm-up frames
+    rep = run_batch([clip], out_dir=tmp_path / "ray", engine="ray", actors=2, model=tiny_model_dir,
+                    segment_seconds=0.45, overlap_frames=3, **KW)
+    assert [(r.status, r.frames) for r in rep.results] == [("ok", 40)], rep.results[0].error
+    _same_outputs(tmp_path / "local" / "long", tmp_path / "ray" / "long", "long")
+    assert sorted(p.name for p in (tmp_path / "ray" / "long").iterdir()) == [
+        DONE_NAME, "long.soft.mask.mkv", "long.soft.matte.mov"]  # segment folders removed
+    # the local engine skips it: the completion record is the same
+    assert run_batch([clip], out_dir=tmp_path / "ray", segmenter=tiny_model, model=tiny_model_dir, **KW).results[0].status == "skipped"
+
+
+def test_ray_missing_is_one_clear_error(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    clip = write_synthetic_clip(tmp_path / "c.mp4", frames=2)
+    with pytest.raises(RayNotInstalledError, match=r"pip install 'streammask\[ray\]'"):
+        run_batch([clip], out_dir=tmp_path / "out", engine="ray", model=tiny_model_dir, **KW)
+    from streammask.cli import main
+
+    code = main(["batch", str(clip), "--prompt", "x", "-o", str(tmp_path / "out2"), "--engine", "ray", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "streammask[ray]" in err[0]
+
+
+def test_retry_policy():
+    assert not is_retryable(InvalidVideoError("corrupt"))  # the input: it would fail again
+    assert is_retryable(RuntimeError("CUDA out of memory"))
+    assert is_retryable(OSError("disk hiccup"))
+
+    class Wrapped(Exception):  # ray.exceptions.RayTaskError carries the task's exception as .cause
+        def __init__(self, cause):
+            super().__init__(str(cause))
+            self.cause = cause
+
+    assert not is_retryable(Wrapped(InvalidVideoError("x"))) and is_retryable(Wrapped(MemoryError()))
