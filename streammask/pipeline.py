@@ -334,6 +334,8 @@ def _finalize_partial(sinks: dict, writers: dict) -> None:
         except BaseException:
             sink.abort()
     for w in writers.values():
+        if hasattr(w, "audio_to_video_end"):
+            w.audio_to_video_end = True  # the kept video is cut short: so is its audio
         try:
             if getattr(w, "frames_written", 1) > 0:
                 w.close()

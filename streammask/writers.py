@@ -183,7 +183,7 @@ class VideoWriter(Writer):
         self._closed = False
         self.frames_written = 0
         self.audio = None
-        self._audio_to_video_end = audio_to_video_end
+        self.audio_to_video_end = audio_to_video_end
         self._rate = rate
         self._last_pts: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ class VideoWriter(Writer):
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             if self.audio is not None:
-                self.audio.finish(self._video_end() if self._audio_to_video_end else None)
+                self.audio.finish(self._video_end() if self.audio_to_video_end else None)
             self._container.close()
         except Exception as exc:
             self.abort()
