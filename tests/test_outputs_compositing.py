@@ -63,8 +63,9 @@ def _images(n, w, h):
 
 
 def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30000), rate=NTSC, audio=False,
-                rotation=0) -> Path:
-    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0)."""
+                rotation=0, audio_codec="aac") -> Path:
+    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0),
+    and (``audio``) a 440 Hz stereo tone at 44.1 kHz as long as the video in ``audio_codec``."""
     w, h = size
     pts = list(pts) if pts is not None else [i * 1001 for i in range(8)]
     with av.open(str(path), "w") as c:
@@ -75,7 +76,8 @@ def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30
             s.set_display_rotation(rotation)
         a = None
         if audio:
-            a = c.add_stream("aac", rate=44100, layout="stereo")
+            a = c.add_stream(audio_codec, rate=44100, layout="stereo")
+            sample_fmt = a.format.name
         for img, p in zip(_images(len(pts), w, h), pts):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts, f.time_base = p, time_base
@@ -91,7 +93,9 @@ def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30
             start = int(round(float(pts[0] * time_base) * 44100))
             for i in range(0, total, 1024):
                 chunk = np.stack([tone[i:i + 1024]] * 2)
-                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+                if sample_fmt == "s16":  # packed 16-bit PCM
+                    chunk = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout="stereo")
                 f.sample_rate, f.pts, f.time_base = 44100, start + i, Fraction(1, 44100)
                 for packet in a.encode(f):
                     c.mux(packet)
@@ -355,6 +359,19 @@ def test_aac_into_webm_is_transcoded_to_opus_and_said(audio_source, tmp_path, ca
     assert abs((got_end - got_first) - (end - first)) <= 960 / 48000 + 1024 / 44100  # within one frame of each
     imgs, _, _, _ = decode(s.outputs["soft.matte"], "rgba", codec="libvpx-vp9")
     assert len(imgs) == 15
+
+
+def test_pcm_is_copied_into_mov_and_transcoded_to_aac_for_mp4(tmp_path, caplog):
+    src = make_source(tmp_path / "pcm.mov", pts=[i * 1001 for i in range(15)], audio=True, audio_codec="pcm_s16le")
+    _, first, end, _ = _audio_span(src)
+    with caplog.at_level("WARNING", logger="streammask"):
+        s = run(src, tmp_path / "out", outputs=["heatmap", "matte"], matte_format="prores")
+    assert "(pcm_s16le) cannot be stored in .mp4; transcoded to aac" in caplog.text
+    assert ".mov" not in caplog.text  # the MOV matte holds PCM as it is
+    for key, codec in (("soft.heatmap", "aac"), ("soft.matte", "pcm_s16le")):
+        got_codec, got_first, got_end, n = _audio_span(s.outputs[key])
+        assert got_codec == codec and n > 0, key
+        assert abs((got_end - got_first) - (end - first)) <= 2 * 1024 / 44100, key  # AAC: priming + last frame
 
 
 @needs_ffprobe
