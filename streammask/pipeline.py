@@ -293,11 +293,15 @@ class MaskPipeline:
 
         def mask_host(depth: int) -> np.ndarray:
             if depth not in host_masks:
-                if depth == 16:  # quantized on the device, only uint16 is copied
-                    q = (clamped * 65535 + 0.5).to(torch.int32).to(torch.uint16)
+                if depth == 16:
+                    # quantized on the device; 2 bytes a pixel cross to the host as int16 offset by
+                    # 32768 (int16 works on every device, uint16 has few CUDA kernels), then flip the top bit
+                    q = ((clamped * 65535 + 0.5).to(torch.int32) - 32768).to(torch.int16)
+                    q = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                    host_masks[depth] = q.view(np.uint16) ^ np.uint16(0x8000)
                 else:
                     q = ops.to_uint8(clamped)
-                host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                    host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
             return host_masks[depth]
 
         out: dict[str, np.ndarray] = {}
