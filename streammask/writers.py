@@ -215,6 +215,12 @@ class VideoWriter(Writer):
 
                 self.audio = AudioCopier(self._container, str(audio_source), suffix=fmt.suffix, name=self.path.name)
         except Exception as exc:
+            container = getattr(self, "_container", None)
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:
+                    pass
             self._cleanup()
             raise OutputError(f"cannot open {self.path} for writing with {fmt.codec}: {exc}") from exc
         self._in_fmt = _IN_FORMATS[(fmt.channels, fmt.bits)]

@@ -276,6 +276,9 @@ def test_ffprobe_sees_count_timing_pixel_format_and_tags(odd_offset_source, tmp_
             ("tv", "bt709", "bt709", "bt709")
     if spec.codec_tag:
         assert st["codec_tag_string"] == spec.codec_tag
+    if spec.suffix in (".mp4", ".mov"):  # +faststart: the index (moov) before the media data
+        data = path.read_bytes()
+        assert data.find(b"moov") < data.find(b"mdat")
     if spec.codec == "prores_ks":
         assert st["codec_name"] == "prores" and (st["width"], st["height"]) == ODD
 
