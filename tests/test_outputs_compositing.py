@@ -453,6 +453,27 @@ def test_decoding_honours_matrix_and_range_and_outputs_are_tagged_to_match(tmp_p
         assert np.abs(got - COLOURS).max() <= tol, (key, got.tolist())
 
 
+@needs_ffmpeg
+@pytest.mark.parametrize("size,matrix", [((1280, 720), "bt709"), ((96, 32), "bt601")])
+def test_untagged_sources_hd_as_bt709_sd_as_bt601(tmp_path, size, matrix):
+    import cv2
+
+    w, h = size
+    img = np.repeat(COLOURS, w // len(COLOURS), 0)[None].repeat(h, 0)
+    png = tmp_path / "c.png"
+    cv2.imwrite(str(png), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    src = tmp_path / "untagged.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(png), "-frames:v", "1", "-vf",
+                    f"scale=out_color_matrix={matrix}:out_range=tv", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(src)], check=True)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).colorspace == 2  # unspecified
+    frame = next(read_batches(src, batch_size=1)).frames[0]
+    step = w // len(COLOURS)
+    got = frame[h // 2, step // 2::step][:len(COLOURS)].astype(int)
+    assert np.abs(got - COLOURS).max() <= 3, got.tolist()
+
+
 # --------------------------------------------------------------------------------------
 # matte styles and compositing
 # --------------------------------------------------------------------------------------
