@@ -262,7 +262,8 @@ class MaskPipeline:
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
                host_frames: np.ndarray | None = None, *, bits: Mapping[str, int] | None = None,
                matte_style: str = "straight", matte_color: tuple[int, int, int] = (0, 255, 0),
-               background: np.ndarray | None = None, host_frames16: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               background: np.ndarray | None = None, host_frames16: np.ndarray | None = None,
+               defer_matte: bool = False) -> dict[str, np.ndarray]:
         """Turn a variant's output into uint8 (or uint16) host images per output kind.
 
         Only uint8 / uint16 data crosses from the device to the host: the mask is
@@ -280,12 +281,14 @@ class MaskPipeline:
                 (``background``: ``(B, H, W, 3)`` uint8 frames).
             host_frames16: ``(B, H, W, 3)`` uint16 frames of a deep (10-bit+) source: the RGB of a
                 16-bit matte, instead of ``host_frames`` (no 8-bit banding).
+            defer_matte: give the matte as a :class:`~streammask.matte.MatteBatch` that the writer
+                composes on its thread (what :func:`process_video` does), not as an array.
 
         Returns:
             ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
             the styles without alpha).
         """
-        from .matte import compose_matte
+        from .matte import MatteBatch
 
         bits = bits or {}
         clamped = result.mask.clamp(0, 1)
@@ -317,8 +320,9 @@ class MaskPipeline:
             rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
             if host_frames16 is not None and bits.get("matte", 8) == 16:
                 rgb = host_frames16
-            out["matte"] = compose_matte(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
-                                         background=background)
+            matte = MatteBatch(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
+                               background=background)
+            out["matte"] = matte if defer_matte else matte.compose()
         return out
 
 
@@ -464,7 +468,7 @@ def process_video(
             host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
             bg = look["background"].take(len(pts)) if look["background"] is not None else None
             rendered = {name: pipe.render(x, res, kinds, host_frames=host, bits=look["bits"], background=bg,
-                                          host_frames16=host16,
+                                          host_frames16=host16, defer_matte=True,
                                           matte_style=settings["matte_style"], matte_color=look["color"])
                         for name, res in results.items()}
             for name, per_kind in rendered.items():

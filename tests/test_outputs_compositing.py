@@ -668,3 +668,17 @@ def test_cli_output_flags_end_to_end(audio_source, tmp_path, tiny_model_dir, cap
                  "--matte-style", "solid", "--matte-color", "teal", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "matte_color='teal'" in err[0]
+
+
+@pytest.mark.parametrize("style", list(STYLE_CHANNELS))
+def test_render_matte_array_equals_the_deferred_batch(plate, style):
+    _, (frames, _, _, _), _, bg = plate
+    pipe = MaskPipeline(SEG, prompt="red")
+    x = pipe.to_device(frames[:3])
+    res = pipe.process(x)["soft"]
+    kw = dict(bits={"matte": 16}, matte_style=style, matte_color=(10, 20, 30), background=np.stack([bg] * 3))
+    whole = pipe.render(x, res, ("matte",), host_frames=frames[:3], **kw)["matte"]
+    deferred = pipe.render(x, res, ("matte",), host_frames=frames[:3], defer_matte=True, **kw)["matte"]
+    assert isinstance(whole, np.ndarray) and whole.dtype == np.uint16
+    assert whole.shape[-1] == STYLE_CHANNELS[style] and len(deferred) == 3
+    assert np.array_equal(whole, np.stack(list(deferred.frames())))
