@@ -105,6 +105,8 @@ class AudioCopier:
 
         self.notes: list[str] = []
         self.packets_written = 0
+        self.name = name
+        self.last_seconds: float | None = None
         self._container = container
         self._in = av.open(str(source), metadata_errors="replace")
         streams = list(self._in.streams.audio)
@@ -146,6 +148,7 @@ class AudioCopier:
 
     def mux_until(self, seconds: float | None) -> None:
         """Mux the source's audio packets that start before ``seconds`` (``None``: all of them)."""
+        import av
         while not self._done:
             packet = self._pending
             self._pending = None
@@ -155,11 +158,19 @@ class AudioCopier:
                 except StopIteration:
                     self._done = True
                     break
+                except (av.error.FFmpegError, ValueError, OSError) as exc:  # damaged audio: keep what we have
+                    note = f"{self.name}: the source's audio could not be read past {self.last_seconds}: {exc}"
+                    self.notes.append(note)
+                    log.warning(note)
+                    self._done = True
+                    break
             t = _seconds(packet)
             if seconds is not None and t is not None and t >= seconds:
                 self._pending = packet
                 return
             self._mux(packet)
+            if t is not None:
+                self.last_seconds = t
 
     def finish(self, seconds: float | None = None) -> None:
         """Mux what is left (up to ``seconds`` if given), flush transcoders, close the source."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["MATTE_STYLES", "MATTE_HAS_ALPHA", "parse_color", "compose_matte", "Background"]
+__all__ = ["MATTE_STYLES", "MATTE_HAS_ALPHA", "parse_color", "compose_matte", "MatteBatch", "Background"]
 
 MATTE_STYLES = ("straight", "premultiplied", "solid", "background", "alpha")
 # styles whose file keeps an alpha channel
@@ -93,6 +93,36 @@ def compose_matte(rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
     else:
         raise ParameterError("matte_style", style, "one of " + ", ".join(repr(s) for s in MATTE_STYLES))
     return np.rint(fg * a + bg * (1 - a)).clip(0, top).astype(dtype)
+
+
+class MatteBatch:
+    """A batch's matte, not yet composed: the writer composes it frame by frame on its own
+    thread (:meth:`frames`), so the queue to the encoder holds the 8-bit frames and the mask
+    instead of finished (16-bit) RGBA, and the compositing runs beside the model.
+
+    Args:
+        rgb: ``(B, H, W, 3)`` uint8 (or uint16) source frames.
+        mask: ``(B, H, W, 1)`` uint8 or uint16 mask.
+        style, color, background: see :func:`compose_matte`.
+    """
+
+    def __init__(self, rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
+                 color: tuple[int, int, int] = (0, 255, 0), background: np.ndarray | None = None) -> None:
+        self.rgb, self.mask, self.style, self.color, self.background = rgb, mask, style, color, background
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The composed frames, ``(H, W, C)`` each."""
+        for i in range(len(self)):
+            bg = None if self.background is None else self.background[i:i + 1]
+            yield compose_matte(self.rgb[i:i + 1], self.mask[i:i + 1], style=self.style, color=self.color,
+                                background=bg)[0]
+
+    def compose(self) -> np.ndarray:
+        """The whole batch, ``(B, H, W, C)``."""
+        return compose_matte(self.rgb, self.mask, style=self.style, color=self.color, background=self.background)
 
 
 class Background:

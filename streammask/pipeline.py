@@ -304,7 +304,8 @@ class MaskPipeline:
     def render(self, frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
                host_frames: np.ndarray | None = None, *, bits: Mapping[str, int] | None = None,
                matte_style: str = "straight", matte_color: tuple[int, int, int] = (0, 255, 0),
-               background: np.ndarray | None = None, host_frames16: np.ndarray | None = None) -> dict[str, np.ndarray]:
+               background: np.ndarray | None = None, host_frames16: np.ndarray | None = None,
+               defer_matte: bool = False) -> dict[str, np.ndarray]:
         """Turn a variant's output into uint8 (or uint16) host images per output kind.
 
         Only uint8 / uint16 data crosses from the device to the host: the mask is
@@ -322,12 +323,14 @@ class MaskPipeline:
                 (``background``: ``(B, H, W, 3)`` uint8 frames).
             host_frames16: ``(B, H, W, 3)`` uint16 frames of a deep (10-bit+) source: the RGB of a
                 16-bit matte, instead of ``host_frames`` (no 8-bit banding).
+            defer_matte: give the matte as a :class:`~streammask.matte.MatteBatch` that the writer
+                composes on its thread (what :func:`process_video` does), not as an array.
 
         Returns:
             ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
             the styles without alpha).
         """
-        from .matte import compose_matte
+        from .matte import MatteBatch
 
         bits = bits or {}
         clamped = result.mask.clamp(0, 1)
@@ -335,11 +338,15 @@ class MaskPipeline:
 
         def mask_host(depth: int) -> np.ndarray:
             if depth not in host_masks:
-                if depth == 16:  # quantized on the device, only uint16 is copied
-                    q = (clamped * 65535 + 0.5).to(torch.int32).to(torch.uint16)
+                if depth == 16:
+                    # quantized on the device; 2 bytes a pixel cross to the host as int16 offset by
+                    # 32768 (int16 works on every device, uint16 has few CUDA kernels), then flip the top bit
+                    q = ((clamped * 65535 + 0.5).to(torch.int32) - 32768).to(torch.int16)
+                    q = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                    host_masks[depth] = q.view(np.uint16) ^ np.uint16(0x8000)
                 else:
                     q = ops.to_uint8(clamped)
-                host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+                    host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
             return host_masks[depth]
 
         out: dict[str, np.ndarray] = {}
@@ -355,8 +362,9 @@ class MaskPipeline:
             rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
             if host_frames16 is not None and bits.get("matte", 8) == 16:
                 rgb = host_frames16
-            out["matte"] = compose_matte(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
-                                         background=background)
+            matte = MatteBatch(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
+                               background=background)
+            out["matte"] = matte if defer_matte else matte.compose()
         return out
 
 
@@ -382,6 +390,8 @@ def _finalize_partial(sinks: dict, writers: dict) -> None:
         except BaseException:
             sink.abort()
     for w in writers.values():
+        if hasattr(w, "audio_to_video_end"):
+            w.audio_to_video_end = True  # the kept video is cut short: so is its audio
         try:
             if getattr(w, "frames_written", 1) > 0:
                 w.close()
@@ -543,7 +553,7 @@ def process_video(
             bg = look["background"].take(len(pts)) if look["background"] is not None else None
             rendered = {name: pipe.render(x if keep is None else x[keep], res if keep is None else _select(res, keep),
                                           kinds, host_frames=host, bits=look["bits"], background=bg,
-                                          host_frames16=host16,
+                                          host_frames16=host16, defer_matte=True,
                                           matte_style=settings["matte_style"], matte_color=look["color"])
                         for name, res in results.items()}
             for name, per_kind in rendered.items():

@@ -229,6 +229,21 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         container.close()
 
 
+def _to_rgb(frame, fmt: str = "rgb24") -> np.ndarray:
+    """A decoded frame as RGB, honouring its matrix and range tags.
+
+    Tagged frames are converted with their tags (swscale does this). An untagged YUV
+    frame of HD size (1280 wide or 720 high and more) is converted as BT.709, as players
+    and editors assume; smaller untagged frames as BT.601 (FFmpeg's default).
+    """
+    from av.video.reformatter import ColorRange, Colorspace
+
+    if frame.colorspace == 2 and frame.format.name.startswith("yuv") and (frame.width >= 1280 or frame.height >= 720):
+        rng = frame.color_range or (ColorRange.JPEG if frame.format.name.startswith("yuvj") else ColorRange.MPEG)
+        return frame.reformat(format=fmt, src_colorspace=Colorspace.ITU709, src_color_range=rng).to_ndarray()
+    return frame.to_ndarray(format=fmt)
+
+
 def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     # PyAV's rotation is the counter-clockwise angle that displays the frame upright.
     k = (rotation // 90) % 4
@@ -365,10 +380,10 @@ def read_batches(
                 last_pts = p
                 if start_pts is not None and p < start_pts:
                     continue
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = _to_rgb(frame)
                 rgb16 = None
                 if deep and frame.format.components and frame.format.components[0].bits > 8:
-                    rgb16 = frame.to_ndarray(format="rgb48le")
+                    rgb16 = _to_rgb(frame, "rgb48le")
                 rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                 if rot:
                     rgb = _rotate(rgb, rot)

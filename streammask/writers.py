@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -123,7 +123,8 @@ class Writer(ABC):
 
     @abstractmethod
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
-        """Write ``(B, H, W, C)`` uint8 frames with their source timestamps."""
+        """Write ``(B, H, W, C)`` uint8 (or uint16) frames, or a :class:`~streammask.matte.MatteBatch`,
+        with their source timestamps."""
 
     @abstractmethod
     def close(self) -> Path:
@@ -143,12 +144,22 @@ class Writer(ABC):
             self.abort()
 
 
-def _even_pad(frames: np.ndarray) -> np.ndarray:
-    """Pad (B, H, W, C) to even H and W by repeating the last row/column (4:2:0 needs even sizes)."""
-    _, h, w, _ = frames.shape
+def _even_pad(img: np.ndarray) -> np.ndarray:
+    """Pad one (H, W, C) frame to even H and W by repeating the last row/column (4:2:0 needs even sizes)."""
+    h, w = img.shape[:2]
     if h % 2 == 0 and w % 2 == 0:
-        return frames
-    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        return img
+    return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _frames(frames) -> Iterable[np.ndarray]:
+    """The ``(H, W, C)`` frames of a batch: an array, or a :class:`~streammask.matte.MatteBatch` composed one by one."""
+    compose = getattr(frames, "frames", None)
+    return compose() if callable(compose) else frames
+
+
+def _depth(img: np.ndarray, bits: int) -> np.ndarray:
+    return img.astype(np.uint16) * np.uint16(257) if bits == 16 and img.dtype == np.uint8 else img
 
 
 _IN_FORMATS = {(1, 8): "gray", (3, 8): "rgb24", (4, 8): "rgba", (1, 16): "gray16le", (3, 16): "rgb48le", (4, 16): "rgba64le"}
@@ -183,7 +194,7 @@ class VideoWriter(Writer):
         self._closed = False
         self.frames_written = 0
         self.audio = None
-        self._audio_to_video_end = audio_to_video_end
+        self.audio_to_video_end = audio_to_video_end
         self._rate = rate
         self._last_pts: int | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +226,12 @@ class VideoWriter(Writer):
 
                 self.audio = AudioCopier(self._container, str(audio_source), suffix=fmt.suffix, name=self.path.name)
         except Exception as exc:
+            container = getattr(self, "_container", None)
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:
+                    pass
             self._cleanup()
             raise OutputError(f"cannot open {self.path} for writing with {fmt.codec}: {exc}") from exc
         self._in_fmt = _IN_FORMATS[(fmt.channels, fmt.bits)]
@@ -225,11 +242,8 @@ class VideoWriter(Writer):
         import av
         from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
-        if self._pad:
-            frames = _even_pad(frames)
-        if self.fmt.bits == 16 and frames.dtype == np.uint8:
-            frames = frames.astype(np.uint16) * np.uint16(257)
-        for img, p in zip(frames, pts):
+        for img, p in zip(_frames(frames), pts):
+            img = _depth(_even_pad(img) if self._pad else img, self.fmt.bits)
             arr = img[..., 0] if img.shape[-1] == 1 else img
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=self._in_fmt)
             if self.fmt.is_yuv:
@@ -262,7 +276,7 @@ class VideoWriter(Writer):
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             if self.audio is not None:
-                self.audio.finish(self._video_end() if self._audio_to_video_end else None)
+                self.audio.finish(self._video_end() if self.audio_to_video_end else None)
             self._container.close()
         except Exception as exc:
             self.abort()
@@ -321,10 +335,9 @@ class ImageSequenceWriter(Writer):
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
         import cv2
 
-        if self.fmt.bits == 16 and frames.dtype == np.uint8:
-            frames = frames.astype(np.uint16) * np.uint16(257)
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self._ext == "png" else []
-        for img, p in zip(frames, pts):
+        for img, p in zip(_frames(frames), pts):
+            img = _depth(img, self.fmt.bits)
             name = f"{self.path.name}_{self.frames_written:0{self._digits}d}.{self._ext}"
             if img.shape[-1] == 1:
                 out = img[..., 0]

@@ -63,8 +63,9 @@ def _images(n, w, h):
 
 
 def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30000), rate=NTSC, audio=False,
-                rotation=0) -> Path:
-    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0)."""
+                rotation=0, audio_codec="aac") -> Path:
+    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0),
+    and (``audio``) a 440 Hz stereo tone at 44.1 kHz as long as the video in ``audio_codec``."""
     w, h = size
     pts = list(pts) if pts is not None else [i * 1001 for i in range(8)]
     with av.open(str(path), "w") as c:
@@ -75,7 +76,8 @@ def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30
             s.set_display_rotation(rotation)
         a = None
         if audio:
-            a = c.add_stream("aac", rate=44100, layout="stereo")
+            a = c.add_stream(audio_codec, rate=44100, layout="stereo")
+            sample_fmt = a.format.name
         for img, p in zip(_images(len(pts), w, h), pts):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts, f.time_base = p, time_base
@@ -91,7 +93,9 @@ def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30
             start = int(round(float(pts[0] * time_base) * 44100))
             for i in range(0, total, 1024):
                 chunk = np.stack([tone[i:i + 1024]] * 2)
-                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+                if sample_fmt == "s16":  # packed 16-bit PCM
+                    chunk = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout="stereo")
                 f.sample_rate, f.pts, f.time_base = 44100, start + i, Fraction(1, 44100)
                 for packet in a.encode(f):
                     c.mux(packet)
@@ -272,6 +276,9 @@ def test_ffprobe_sees_count_timing_pixel_format_and_tags(odd_offset_source, tmp_
             ("tv", "bt709", "bt709", "bt709")
     if spec.codec_tag:
         assert st["codec_tag_string"] == spec.codec_tag
+    if spec.suffix in (".mp4", ".mov"):  # +faststart: the index (moov) before the media data
+        data = path.read_bytes()
+        assert data.find(b"moov") < data.find(b"mdat")
     if spec.codec == "prores_ks":
         assert st["codec_name"] == "prores" and (st["width"], st["height"]) == ODD
 
@@ -357,6 +364,19 @@ def test_aac_into_webm_is_transcoded_to_opus_and_said(audio_source, tmp_path, ca
     assert len(imgs) == 15
 
 
+def test_pcm_is_copied_into_mov_and_transcoded_to_aac_for_mp4(tmp_path, caplog):
+    src = make_source(tmp_path / "pcm.mov", pts=[i * 1001 for i in range(15)], audio=True, audio_codec="pcm_s16le")
+    _, first, end, _ = _audio_span(src)
+    with caplog.at_level("WARNING", logger="streammask"):
+        s = run(src, tmp_path / "out", outputs=["heatmap", "matte"], matte_format="prores")
+    assert "(pcm_s16le) cannot be stored in .mp4; transcoded to aac" in caplog.text
+    assert ".mov" not in caplog.text  # the MOV matte holds PCM as it is
+    for key, codec in (("soft.heatmap", "aac"), ("soft.matte", "pcm_s16le")):
+        got_codec, got_first, got_end, n = _audio_span(s.outputs[key])
+        assert got_codec == codec and n > 0, key
+        assert abs((got_end - got_first) - (end - first)) <= 2 * 1024 / 44100, key  # AAC: priming + last frame
+
+
 @needs_ffprobe
 def test_ffprobe_sees_the_audio(audio_source, tmp_path):
     s = run(audio_source, tmp_path, outputs=["heatmap"])
@@ -431,6 +451,27 @@ def test_decoding_honours_matrix_and_range_and_outputs_are_tagged_to_match(tmp_p
         img = np.frombuffer(raw, np.uint8).reshape(32, 96, len(pix) - 2 if pix == "rgb24" else 4)
         got = img[16, 8::16, :3].astype(int)
         assert np.abs(got - COLOURS).max() <= tol, (key, got.tolist())
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("size,matrix", [((1280, 720), "bt709"), ((96, 32), "bt601")])
+def test_untagged_sources_hd_as_bt709_sd_as_bt601(tmp_path, size, matrix):
+    import cv2
+
+    w, h = size
+    img = np.repeat(COLOURS, w // len(COLOURS), 0)[None].repeat(h, 0)
+    png = tmp_path / "c.png"
+    cv2.imwrite(str(png), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    src = tmp_path / "untagged.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(png), "-frames:v", "1", "-vf",
+                    f"scale=out_color_matrix={matrix}:out_range=tv", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(src)], check=True)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).colorspace == 2  # unspecified
+    frame = next(read_batches(src, batch_size=1)).frames[0]
+    step = w // len(COLOURS)
+    got = frame[h // 2, step // 2::step][:len(COLOURS)].astype(int)
+    assert np.abs(got - COLOURS).max() <= 3, got.tolist()
 
 
 # --------------------------------------------------------------------------------------
@@ -627,3 +668,17 @@ def test_cli_output_flags_end_to_end(audio_source, tmp_path, tiny_model_dir, cap
                  "--matte-style", "solid", "--matte-color", "teal", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "matte_color='teal'" in err[0]
+
+
+@pytest.mark.parametrize("style", list(STYLE_CHANNELS))
+def test_render_matte_array_equals_the_deferred_batch(plate, style):
+    _, (frames, _, _, _), _, bg = plate
+    pipe = MaskPipeline(SEG, prompt="red")
+    x = pipe.to_device(frames[:3])
+    res = pipe.process(x)["soft"]
+    kw = dict(bits={"matte": 16}, matte_style=style, matte_color=(10, 20, 30), background=np.stack([bg] * 3))
+    whole = pipe.render(x, res, ("matte",), host_frames=frames[:3], **kw)["matte"]
+    deferred = pipe.render(x, res, ("matte",), host_frames=frames[:3], defer_matte=True, **kw)["matte"]
+    assert isinstance(whole, np.ndarray) and whole.dtype == np.uint16
+    assert whole.shape[-1] == STYLE_CHANNELS[style] and len(deferred) == 3
+    assert np.array_equal(whole, np.stack(list(deferred.frames())))
