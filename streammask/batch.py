@@ -52,7 +52,7 @@ REPORT_NAME = "streammask-report.jsonl"
 DONE_NAME = ".streammask-done.json"
 
 # run settings a manifest row may not change: the model is loaded once per batch
-_FIXED_KEYS = ("model", "revision", "device", "dtype", "progress")
+_FIXED_KEYS = ("model", "revision", "device", "dtype", "progress", "attn_implementation", "channels_last", "compile")
 # run settings that do not change the outputs' content (left out of the settings hash)
 _UNHASHED_KEYS = ("out_dir", "progress", "queue_size", "overwrite")
 
@@ -482,7 +482,7 @@ def plan_batch_work(
             specs.append(_clip_spec(item.source, str(item.source), settings.get("max_frames"))[0])
         except Exception as exc:
             failed[str(item.source)] = f"{type(exc).__name__}: {exc}"
-    align = int(base.get("batch_size", 1))
+    align = int(base.get("batch_size") or 1)  # auto batch size: no grid to align to
     return plan_work(specs, workers, segment_seconds=segment_seconds, overlap=overlap_frames, align=align), skipped, failed
 
 
@@ -497,7 +497,7 @@ def _process_local(job: ClipJob, segmenter: Any, progress: bool, segment_seconds
 
         spec, _ = _clip_spec(job.item.source, str(job.item.source), job.settings.get("max_frames"))
         plan = plan_work([spec], 1, segment_seconds=segment_seconds, overlap=overlap_frames,
-                         align=int(job.settings.get("batch_size", 1)))
+                         align=int(job.settings.get("batch_size") or 1))
         if len(plan.tasks) > 1:
             summary = process_segments(job.item.source, [(t.start, t.end) for t in plan.tasks], out_dir=job.clip_dir,
                                        overlap=overlap_frames, handover=True, progress=progress, segmenter=segmenter,
@@ -559,6 +559,7 @@ def run_batch(
     from tqdm.auto import tqdm
 
     from .model import load_clipseg
+    from .perf import model_speed_options
 
     t_start = time.perf_counter()
     opts = BATCH_PARAMS.validate(dict(engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
@@ -610,7 +611,8 @@ def run_batch(
                         if segmenter is None:
                             try:
                                 segmenter = load_clipseg(base["model"], revision=base["revision"],
-                                                         device=base["device"], dtype=base["dtype"])
+                                                         device=base["device"], dtype=base["dtype"],
+                                                         **model_speed_options(base))
                             except Exception as exc:  # the model is the batch's, not the clip's: stop
                                 raise _ModelLoadFailed(exc) from exc
                         _process_local(job, segmenter, progress, opts["segment_seconds"], opts["overlap_frames"])

@@ -360,7 +360,8 @@ def _video_params() -> ParamSet:
               "by ';' (e.g. 'blur = 2; threshold = 0.4'); empty: its defaults", multiline=True),
         RUN_PARAMS["outputs"],
         dataclasses.replace(RUN_PARAMS["out_dir"], help="output folder (a relative path is under ComfyUI's output folder)"),
-        RUN_PARAMS["batch_size"],
+        dataclasses.replace(RUN_PARAMS["batch_size"], default=0, min=0, nullable=False,
+                            help="frames per model batch (0: automatic, from free GPU memory; 1 on a CPU)"),
         RUN_PARAMS["mask_format"],
         RUN_PARAMS["heatmap_format"],
         RUN_PARAMS["matte_format"],
@@ -464,7 +465,7 @@ class StreamMaskVideo:
         summary = process_video(
             _resolve(p["video"], "input"), out_dir=_resolve(p["out_dir"], "output"), prompt=p["prompt"],
             variants={variant: parse_variant_params(p["variant_params"], variant)}, outputs=p["outputs"],
-            batch_size=p["batch_size"], mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
+            batch_size=p["batch_size"] or None, mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
             matte_format=p["matte_format"], heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"],
             max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
             audio=p["audio"], matte_style=p["matte_style"], matte_color=p["matte_color"],

@@ -21,12 +21,16 @@ import torch.nn.functional as F
 from .errors import ModelLoadError, ParameterError, SourceNotFoundError
 from .resize import pil_resize_bilinear
 
-__all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "resolve_device", "resolve_dtype", "Preprocess"]
+__all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "resolve_device", "resolve_dtype", "Preprocess",
+           "ATTN_IMPLEMENTATIONS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 Preprocess = Literal["pil", "imagenet_float"]
+
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+"""``attn_implementation`` choices: ``auto`` is transformers' default (SDPA where the model supports it)."""
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
@@ -73,6 +77,9 @@ def load_clipseg(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     local_files_only: bool | None = None,
+    attn_implementation: str = "auto",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> "ClipSeg":
     """Load CLIPSeg weights, tokenizer and preprocessing settings once.
 
@@ -85,6 +92,16 @@ def load_clipseg(
         dtype: ``auto`` (float16 on CUDA, float32 on CPU) | ``float32`` | ``float16`` | ``bfloat16``.
         local_files_only: never touch the network (default: only when
             ``HF_HUB_OFFLINE`` is set or ``model`` is a local directory).
+        attn_implementation: ``auto`` (transformers' default: SDPA for CLIPSeg in
+            transformers >= 4.4x), ``sdpa`` (asked for explicitly; falls back to the
+            default, with a debug log, where this transformers' CLIPSeg lacks it) or
+            ``eager`` (the reference attention).
+        channels_last: convert the convolution weights and the model input to
+            ``torch.channels_last`` (off by default: it does not help CLIPSeg on a CPU,
+            see ``benchmarks/RESULTS.md``; GPU effect not measured).
+        compile: ``torch.compile`` the vision encoder and the decoder (the text encoder
+            runs once per prompt and stays eager). The first batch of each new shape
+            pays the compilation (tens of seconds on a CPU).
 
     Raises:
         SourceNotFoundError: ``model`` is a path that does not exist.
@@ -95,6 +112,9 @@ def load_clipseg(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ParameterError("attn_implementation", attn_implementation,
+                             "one of " + ", ".join(repr(a) for a in ATTN_IMPLEMENTATIONS))
     name = os.fspath(model)
     local = Path(name)  # taken literally, as every path (no ~ or $VAR expansion; the shell expands flags)
     is_local = local.is_dir()
@@ -121,7 +141,7 @@ def load_clipseg(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        net = CLIPSegForImageSegmentation.from_pretrained(name, use_safetensors=True, **kwargs)
+        net = _from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -140,7 +160,44 @@ def load_clipseg(
         if bars:
             hf_logging.enable_progress_bar()
     net = net.to(device=dev, dtype=dt).eval()
-    return ClipSeg(net, tokenizer, processor, device=dev, dtype=dt, name=name)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if compile:
+        _compile(net)
+    seg = ClipSeg(net, tokenizer, processor, device=dev, dtype=dt, name=name)
+    seg.channels_last, seg.compiled = bool(channels_last), bool(compile)
+    return seg
+
+
+def _from_pretrained(cls, name: str, attn_implementation: str, **kwargs):
+    """``from_pretrained`` with the requested attention; ``sdpa`` where unsupported falls back to the default."""
+    if attn_implementation == "auto":
+        return cls.from_pretrained(name, use_safetensors=True, **kwargs)
+    try:
+        return cls.from_pretrained(name, use_safetensors=True, attn_implementation=attn_implementation, **kwargs)
+    except (ValueError, ImportError, TypeError) as exc:
+        text = str(exc).lower()
+        if attn_implementation != "sdpa" or not any(word in text for word in ("attention", "attn", "sdpa")):
+            raise
+        log.debug("attn_implementation='sdpa' is not supported by this transformers' CLIPSeg (%s); "
+                  "using its default attention", exc)
+        return cls.from_pretrained(name, use_safetensors=True, **kwargs)
+
+
+def attention_implementation(net) -> str | None:
+    """The attention implementation transformers chose for a loaded model (``sdpa``, ``eager``, ...)."""
+    config = getattr(net, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+def _compile(net) -> None:
+    """``torch.compile`` the per-frame parts in place: the vision tower and the decoder.
+
+    Both the one-call forward and the vision-once / decoder-per-prompt path go through
+    these two modules, so both run compiled.
+    """
+    net.clip.vision_model.compile()
+    net.decoder.compile()
 
 
 def _offline_message(name: str, detail: str = "") -> str:
@@ -222,6 +279,8 @@ class ClipSeg:
         self._embeddings: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
         self._split = None  # whether the vision-once / decoder-per-prompt fast path is usable
+        self.channels_last = False  # feed the model channels_last input (set by load_clipseg)
+        self.compiled = False  # vision tower and decoder run through torch.compile
 
     @property
     def size(self) -> int:
@@ -324,6 +383,8 @@ class ClipSeg:
             ``(B, P, S, S)`` float32 logits.
         """
         emb = self.text_embeddings(prompts).to(self.dtype)
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         b, p = pixel_values.shape[0], emb.shape[0]
         if self._split is None:
             self._split = self._check_split(pixel_values[:1], emb[:1])

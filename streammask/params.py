@@ -76,6 +76,9 @@ class Param:
     def validate(self, value: Any, *, label: str | None = None) -> Any:
         """Coerce ``value`` to this parameter's type or raise :class:`ParameterError`."""
         label = label or self.name
+        if self.nullable and self.kind in ("int", "float") and isinstance(value, str) and value.strip().lower() in (
+                "none", "auto"):
+            value = None  # `--batch-size auto`, `batch_size = "auto"`
         if value is None:
             if self.nullable:
                 return None

@@ -25,6 +25,8 @@ from .model import DEFAULT_MODEL, load_clipseg
 from .params import Param, ParamSet
 from .safety import (DEFAULT_OUTPUT_TEMPLATE, check_outputs, ensure_output_dir, fit_batch_to_memory, plan_outputs,
                      queue_slots)
+from .perf import MODEL_SPEED_PARAMS, choose_batch_size, count_prompts, model_speed_options
+from .reduce import DEFAULT_STATIC_PSNR, REDUCE_PARAMS, WorkReducer
 from .stages import SinkThread, StageTimer, prefetch
 from .temporal import TEMPORAL_PARAMS, make_temporal
 from .variants import VARIANTS, VariantOutput, get_variant
@@ -49,8 +51,8 @@ RUN_PARAMS = ParamSet((
     Param("device", "str", "auto", "auto | cpu | cuda | cuda:N"),
     Param("dtype", "choice", "auto", "model precision (auto: float16 on CUDA, float32 on CPU)",
           choices=("auto", "float32", "float16", "bfloat16")),
-    Param("batch_size", "int", 8, "frames per model batch (batching pays on the GPU; on a CPU 1 is fastest)",
-          min=1, max=1024),
+    Param("batch_size", "int", None, "frames per model batch; none/auto: from free GPU memory on CUDA, 1 on a CPU "
+          "(the fastest there)", min=1, max=1024, nullable=True),
     Param("mask_format", "choice", "mp4", "mask file format", choices=tuple(FORMATS["mask"])),
     Param("heatmap_format", "choice", "mp4", "heatmap file format", choices=tuple(FORMATS["heatmap"])),
     Param("matte_format", "choice", "prores", "matte file format", choices=tuple(FORMATS["matte"])),
@@ -71,6 +73,8 @@ RUN_PARAMS = ParamSet((
           "output name without its suffix; fields {stem}, {variant}, {kind}; must stay a plain name in out_dir"),
     Param("max_batch_mb", "float", 256.0, "most MB of decoded frames per batch and per queue: batch_size and queue "
           "sizes are reduced for large frames (8K: 2 frames per batch)", min=1.0),
+    *MODEL_SPEED_PARAMS,
+    *REDUCE_PARAMS,
 ))
 
 
@@ -114,7 +118,8 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     text_encodes: int | None = None
     damaged_packets: int = 0
-    batch_size: int | None = None  # the batch size used (after max_batch_mb)
+    batch_size: int | None = None  # the batch size used (chosen automatically unless given)
+    model_frames: int | None = None  # frames the model ran on, with --stride / --skip-static (None: every frame)
 
     @property
     def fps(self) -> float:
@@ -125,6 +130,8 @@ class RunSummary:
         for stage, sec in sorted(self.stage_seconds.items()):
             rate = self.frames / sec if sec > 0 else float("inf")
             lines.append(f"  {stage:<28} {sec:8.2f} s busy  ({rate:9.1f} frames/s)")
+        if self.model_frames is not None:
+            lines.append(f"  model ran on {self.model_frames} of {self.frames} frames (--stride / --skip-static)")
         if self.damaged_packets:
             lines.append(f"  skipped {self.damaged_packets} damaged packet(s) in the input (--strict makes this an error)")
         for key, path in self.outputs.items():
@@ -141,6 +148,9 @@ class MaskPipeline:
         variants: variant names, or ``{name: params}``.
         heatmap_alpha: opacity of the default heatmap overlay.
         colormap: colormap of the default heatmap overlay.
+        stride, skip_static, static_psnr: reduced work in :meth:`process_stream` (the model on key
+            frames only, masks carried to the others; see :class:`~streammask.reduce.WorkReducer`);
+            :meth:`process` always runs the model on every frame.
 
     Example:
         >>> pipe = MaskPipeline(load_clipseg("path/to/clipseg"), prompt="person")  # doctest: +SKIP
@@ -149,7 +159,8 @@ class MaskPipeline:
     """
 
     def __init__(self, segmenter: Segmenter, *, prompt: str, variants: Any = ("soft",), heatmap_alpha: float = 0.5,
-                 colormap: str = "jet", temporal: str = "none", **temporal_options: Any) -> None:
+                 colormap: str = "jet", temporal: str = "none", stride: int = 1, skip_static: bool = False,
+                 static_psnr: float = DEFAULT_STATIC_PSNR, **temporal_options: Any) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
         self.segmenter = segmenter
@@ -164,6 +175,9 @@ class MaskPipeline:
             check(self._labelled_prompts())
         self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
         self._smoothers: dict[tuple[str, int], Any] = {}
+        self.reducer = WorkReducer(stride=stride, skip_static=skip_static, static_psnr=static_psnr,
+                                   cut_threshold=self.temporal["cut_threshold"], flow_side=self.temporal["flow_side"],
+                                   flow_algorithm=self.temporal["flow_algorithm"])  # stream path only
 
     def _labelled_prompts(self) -> list[tuple[str, str]]:
         """Every prompt text the variants send to the model, with the parameter it comes from."""
@@ -178,6 +192,7 @@ class MaskPipeline:
         """Forget per-stream state: variant statistics and temporal smoothing (call between videos)."""
         self.state = {name: {} for name in self.variants}
         self._smoothers = {}
+        self.reducer.reset()
 
     def stream_state(self) -> dict[str, Any]:
         """The per-stream state (variant statistics, temporal smoothers) as copies: hand it to
@@ -273,7 +288,11 @@ class MaskPipeline:
             ``(N, 3, H, W)`` device frames they belong to, ``payload`` their items.
         """
         x = self._as_device_frames(frames)
-        logits, groups, needs = self._logits(x)
+        if self.reducer.enabled:  # --stride / --skip-static: the model on key frames only
+            groups, needs = self._plan(tuple(x.shape[-2:]))
+            logits = self.reducer.logits(x, lambda keys: self._logits(keys)[0])
+        else:
+            logits, groups, needs = self._logits(x)
         if self.temporal["temporal"] == "none":
             return self._variants(logits, groups, needs, x), x, list(payload)
         smoothed = {}
@@ -412,7 +431,7 @@ def process_video(
     revision: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     mask_format: str = "mp4",
     heatmap_format: str = "mp4",
     matte_format: str = "prores",
@@ -462,6 +481,10 @@ def process_video(
         frame_range: a :class:`~streammask.segments.FrameRange`: write only frames
             ``[start, end)`` (source pts kept), after seeking and warming up temporal state
             (see :mod:`streammask.segments`); ``max_frames`` is then ignored.
+        batch_size: frames per model batch; ``None``: automatic (:func:`~streammask.perf.choose_batch_size`).
+        temporal_options: also take the model speed options (``attn_implementation``, ``channels_last``,
+            ``compile``: :data:`~streammask.perf.MODEL_SPEED_PARAMS`) and the reduced-work options
+            (``stride``, ``skip_static``, ``static_psnr``: :data:`~streammask.reduce.REDUCE_PARAMS`).
         Others: see ``streammask run --help`` (each keyword is a CLI flag and a pipeline-file key).
 
     Returns:
@@ -489,18 +512,24 @@ def process_video(
     check_outputs(source, planned, overwrite=settings["overwrite"],
                   folders=[p for (_, k), p in planned.items() if FORMATS[k][fmt_for[k]].suffix == ""])
     out = ensure_output_dir(out_dir)
-    batch_size = fit_batch_to_memory(settings["batch_size"], width=info.width, height=info.height,
-                                     max_batch_mb=settings["max_batch_mb"])
-    pixels = batch_size * info.width * info.height
-    decode_slots = queue_slots(settings["queue_size"], pixels * 3, max_batch_mb=settings["max_batch_mb"])
     t_start = time.perf_counter()
     timer = StageTimer()
     if segmenter is None:
         t0 = time.perf_counter()
-        segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype)
+        segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype, **model_speed_options(settings))
         timer.add("load model", time.perf_counter() - t0)
     pipe = MaskPipeline(segmenter, prompt=prompt, variants=variant_params, heatmap_alpha=heatmap_alpha, colormap=colormap,
-                        **{p.name: settings[p.name] for p in TEMPORAL_PARAMS})
+                        **{p.name: settings[p.name] for p in (*TEMPORAL_PARAMS, *REDUCE_PARAMS)})
+    settings["batch_size"] = choose_batch_size(
+        settings["batch_size"], device=segmenter.device, frame_hw=(info.height, info.width),
+        dtype=getattr(segmenter, "dtype", torch.float32), model_side=getattr(segmenter, "size", 352),
+        prompts=count_prompts(prompt), variants=len(variant_params))
+    # large frames: fewer per batch and per queue, so memory stays within max_batch_mb
+    batch_size = fit_batch_to_memory(settings["batch_size"], width=info.width, height=info.height,
+                                     max_batch_mb=settings["max_batch_mb"])
+    settings["batch_size"] = batch_size
+    pixels = batch_size * info.width * info.height
+    decode_slots = queue_slots(settings["queue_size"], pixels * 3, max_batch_mb=settings["max_batch_mb"])
 
     stem = Path(source).stem
     writers: dict[tuple[str, str], Any] = {}
@@ -592,5 +621,6 @@ def process_video(
         bar.close()
     summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start, outputs=paths,
                          stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None),
-                         damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size)
+                         damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size,
+                         model_frames=pipe.reducer.counts["model"] if pipe.reducer.enabled else None)
     return summary
