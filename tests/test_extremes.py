@@ -127,7 +127,7 @@ def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, 
     out = tmp_path / "out"
     with pytest.raises(Stop):
         process_video(clip, prompt="x", out_dir=out, segmenter=tiny_model, progress=False, mask_format="png",
-                      matte_format="png", queue_size=4)
+                      matte_format="png", queue_size=4, batch_size=8)
     assert seen["batch_size"] == 2 and seen["decode_slots"] == 1
     assert seen["sinks"] == {"encode soft.mask": 4, "encode soft.heatmap": 1, "encode soft.matte": 1}
     assert list(out.iterdir()) == []
@@ -141,7 +141,7 @@ src, out, model, budget = sys.argv[1:5]
 seg = streammask.load_clipseg(model, device="cpu")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 s = streammask.process_video(src, prompt="person", out_dir=out, segmenter=seg, outputs=["mask"], mask_format="ffv1",
-                             progress=False, max_batch_mb=float(budget))
+                             progress=False, max_batch_mb=float(budget), batch_size=8)
 print(json.dumps({"frames": s.frames, "batch_size": s.batch_size, "base_mb": base,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
