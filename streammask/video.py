@@ -17,10 +17,24 @@ import numpy as np
 
 from .errors import InvalidVideoError, ParameterError, SourceNotFoundError
 
-__all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video", "PROBE_MAX_DAMAGED_PACKETS"]
+__all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video", "PROBE_MAX_DAMAGED_PACKETS",
+           "PROBE_RATE_PACKETS"]
 
 # probe() skips at most this many damaged packets before the first frame that decodes
 PROBE_MAX_DAMAGED_PACKETS = 64
+# probe() reads (demuxes, never decodes) at most this many packets to tell a variable frame rate
+PROBE_RATE_PACKETS = 240
+
+# FFmpeg's names (``av_color_*_name``, what ffprobe prints) of the AVCOL_* codes; 0 / 2 = unspecified
+COLOR_MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
+                  9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc", 13: "chroma-derived-c",
+                  14: "ictcp", 15: "ipt-c2", 16: "ycgco-re", 17: "ycgco-ro"}
+COLOR_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
+                   10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
+COLOR_TRANSFERS = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "linear", 9: "log100",
+                   10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1", 14: "bt2020-10",
+                   15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67"}
+COLOR_RANGES = {1: "limited", 2: "full"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,18 @@ class VideoInfo:
     ``width``/``height`` are the displayed size (after the display-matrix
     rotation, which streammask applies to every frame). Header values that a
     container may omit are ``None``.
+
+    Colour and timing facts (``None`` where the source does not say):
+
+    * ``colorspace``: the YUV matrix, FFmpeg's name (``bt709``, ``smpte170m`` = BT.601, ``bt470bg``,
+      ``bt2020nc``, ...), as tagged in the first decoded frame or the stream header.
+    * ``color_range``: ``"limited"`` (TV, 16-235) or ``"full"`` (PC, 0-255); ``yuvj*`` pixel formats are full.
+    * ``color_primaries``, ``color_transfer``: FFmpeg's names (``bt709``, ``bt2020``, ``smpte2084`` = PQ,
+      ``arib-std-b67`` = HLG, ...). streammask does no gamut or transfer conversion.
+    * ``bits_per_component``: bits of the first component of the decoded pixel format (8, 10, 12, ...).
+    * ``variable_frame_rate``: whether the intervals between the timestamps of the first
+      :data:`PROBE_RATE_PACKETS` packets (demuxed, not decoded) differ by more than one time-base tick;
+      ``None`` when fewer than three packets carry a timestamp.
     """
 
     path: str
@@ -47,6 +73,12 @@ class VideoInfo:
     rotation: int
     has_audio: bool
     container: str
+    colorspace: str | None = None
+    color_range: str | None = None
+    color_primaries: str | None = None
+    color_transfer: str | None = None
+    bits_per_component: int | None = None
+    variable_frame_rate: bool | None = None
 
     def describe(self) -> str:
         rate = f"{self.frame_rate} ({float(self.frame_rate):.3f} fps)" if self.frame_rate else "unknown"
@@ -61,8 +93,34 @@ class VideoInfo:
             f"duration:    {f'{self.duration:.3f} s' if self.duration is not None else 'unknown'}",
             f"start pts:   {self.start_pts}",
             f"audio:       {'yes' if self.has_audio else 'no'}",
+            f"timing:      {_timing(self.variable_frame_rate)}",
+            f"bit depth:   {f'{self.bits_per_component} bits per component' if self.bits_per_component else 'unknown'}",
+            f"matrix:      {self.colorspace or self._assumed_matrix()}",
+            f"range:       {self.color_range or self._assumed_range()}",
+            f"primaries:   {self.color_primaries or 'unspecified'}",
+            f"transfer:    {self.color_transfer or 'unspecified'}",
         ]
         return "\n".join(lines)
+
+    def _yuv(self) -> bool:
+        return bool(self.pix_fmt and self.pix_fmt.startswith("yuv"))
+
+    def _assumed_matrix(self) -> str:
+        # what _to_rgb decodes an untagged YUV frame as
+        if not self._yuv():
+            return "unspecified"
+        hd = self.coded_width >= 1280 or self.coded_height >= 720
+        return f"unspecified (decoded as {'bt709' if hd else 'bt601'})"
+
+    def _assumed_range(self) -> str:
+        return "unspecified (decoded as limited)" if self._yuv() else "unspecified"
+
+
+def _timing(variable: bool | None) -> str:
+    if variable is None:
+        return "unknown (too few timestamps)"
+    return (f"{'variable' if variable else 'constant'} frame rate "
+            f"(timestamps of the first {PROBE_RATE_PACKETS} packets)")
 
 
 @dataclass(frozen=True)
@@ -180,8 +238,57 @@ def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int
     raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames{extra}")
 
 
+def _colour_tags(frame, cc) -> dict:
+    """The colour tags of the first decoded frame, or of the stream header where the frame has none."""
+    def tag(name: str, names: dict) -> str | None:
+        for obj in (frame, cc):
+            code = getattr(obj, name, None)
+            if code is not None and int(code) in names:
+                return names[int(code)]
+        return None
+
+    fmt = frame.format if frame.format is not None else cc.format
+    color_range = tag("color_range", COLOR_RANGES)
+    if color_range is None and fmt is not None and fmt.name.startswith("yuvj"):
+        color_range = "full"  # the JPEG pixel formats are full range by definition
+    bits = fmt.components[0].bits if fmt is not None and fmt.components else None
+    return dict(colorspace=tag("colorspace", COLOR_MATRICES), color_range=color_range,
+                color_primaries=tag("color_primaries", COLOR_PRIMARIES),
+                color_transfer=tag("color_trc", COLOR_TRANSFERS), bits_per_component=bits)
+
+
+def _variable_frame_rate(path: str, *, max_packets: int = PROBE_RATE_PACKETS) -> bool | None:
+    """Whether the first ``max_packets`` video packets' timestamps are unevenly spaced.
+
+    Demuxes only (no decoding), from a separate open of the file so :func:`probe`'s first frame is
+    untouched. Intervals within one time-base tick of each other count as even (Matroska's
+    milliseconds store 29.97 fps as 33/34 ms). ``None`` when fewer than three packets carry a
+    timestamp or the file cannot be demuxed.
+    """
+    import av
+
+    stamps: list[int] = []
+    try:
+        with av.open(path, metadata_errors="replace") as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is not None:
+                    stamps.append(int(ts))
+                if len(stamps) >= max_packets:
+                    break
+    except (av.error.FFmpegError, ValueError, OSError, IndexError):
+        pass
+    stamps = sorted(set(stamps))  # decode order -> presentation order
+    if len(stamps) < 3:
+        return None
+    steps = np.diff(stamps)
+    return bool(steps.max() - steps.min() > 1)
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read a video's metadata (decodes the first frame to learn its rotation).
+    """Read a video's metadata (decodes the first frame to learn its rotation and colour tags;
+    demuxes, without decoding, the first :data:`PROBE_RATE_PACKETS` packets to tell a variable frame rate).
 
     Damaged packets before the first frame that decodes are skipped (at most
     :data:`PROBE_MAX_DAMAGED_PACKETS`), so a file that :func:`read_batches` can read is not refused.
@@ -224,6 +331,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             rotation=rotation,
             has_audio=bool(container.streams.audio),
             container=container.format.name,
+            variable_frame_rate=_variable_frame_rate(str(path)),
+            **_colour_tags(frame, cc),
         )
     finally:
         container.close()

@@ -74,3 +74,112 @@ def test_bad_inputs(tmp_path, make, err, msg):
 def test_bad_batch_size():
     with pytest.raises(ParameterError, match="batch_size=0"):
         next(read_batches(CARPHONE, batch_size=0))
+
+
+# --------------------------------------------------------------------------------------
+# probe: colour and timing facts
+# --------------------------------------------------------------------------------------
+def _pyav_tagged_source(path, *, pix_fmt="yuv420p10le", color_range=1, colorspace=9, primaries=9, trc=16):
+    """A 10-bit H.264 clip whose codec context carries explicit colour tags (default: BT.2020 PQ, limited)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, pix_fmt
+        cc = s.codec_context
+        cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = color_range, colorspace, primaries, trc
+        frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)]
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+            f.pts = i
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+def _ffmpeg_tagged(rng, matrix):
+    def make(tmp_path):
+        from test_outputs_compositing import COLOURS, FFMPEG, _ffmpeg_colour_source
+
+        if FFMPEG is None:
+            pytest.skip("ffmpeg (system package) is not installed")
+        return _ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
+    return make
+
+
+def _vfr_mp4(tmp_path):
+    from test_outputs_compositing import make_source
+
+    return make_source(tmp_path / "vfr.mp4", pts=[0, 1001, 2002, 4004, 5005, 8008, 9009])
+
+
+# source -> (colorspace, color_range, primaries, transfer, bits, variable frame rate)
+PROBE_FACTS = [
+    ("ffmpeg bt709 limited", _ffmpeg_tagged("tv", "bt709"), ("bt709", "limited", "bt709", "bt709", 8, False)),
+    ("ffmpeg bt601 full", _ffmpeg_tagged("pc", "bt601"), ("smpte170m", "full", "smpte170m", "smpte170m", 8, False)),
+    ("pyav 10-bit bt2020 pq", lambda tmp: _pyav_tagged_source(tmp / "pq.mp4"),
+     ("bt2020nc", "limited", "bt2020", "smpte2084", 10, False)),
+    ("pyav full range bt470bg", lambda tmp: _pyav_tagged_source(tmp / "pal.mkv", pix_fmt="yuv420p", color_range=2,
+                                                                colorspace=5, primaries=5, trc=13),
+     ("bt470bg", "full", "bt470bg", "iec61966-2-1", 8, False)),
+    ("untagged carphone", lambda tmp: CARPHONE, (None, None, None, None, 8, False)),
+    ("29.97 in ms (mkv)", lambda tmp: write_synthetic_clip(tmp / "ntsc.mkv", frames=30),
+     (None, None, None, None, 8, False)),
+    ("variable rate mp4", _vfr_mp4, (None, None, None, None, 8, True)),
+    ("constant pts step mkv", lambda tmp: write_synthetic_clip(tmp / "cfr.mkv", frames=8, pts_step=40),
+     (None, None, None, None, 8, False)),
+]
+
+
+@pytest.mark.parametrize("make,expected", [p[1:] for p in PROBE_FACTS], ids=[p[0] for p in PROBE_FACTS])
+def test_probe_colour_and_timing_facts(tmp_path, make, expected):
+    info = probe(make(tmp_path))
+    got = (info.colorspace, info.color_range, info.color_primaries, info.color_transfer, info.bits_per_component,
+           info.variable_frame_rate)
+    assert got == expected
+    text = info.describe()
+    assert ("variable frame rate" if expected[5] else "constant frame rate") in text
+    assert f"bit depth:   {expected[4]} bits per component" in text
+    for name in expected[:4]:
+        assert (name or "unspecified") in text
+
+
+def test_probe_colour_names_match_ffprobe(tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe (system ffmpeg package) is not installed")
+    for path in (_pyav_tagged_source(tmp_path / "pq.mp4"),
+                 _pyav_tagged_source(tmp_path / "pal.mkv", pix_fmt="yuv420p", color_range=2, colorspace=5,
+                                     primaries=5, trc=13)):
+        out = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                              "stream=color_space,color_range,color_primaries,color_transfer", "-of", "json",
+                              str(path)], capture_output=True, text=True, check=True).stdout
+        ref = json.loads(out)["streams"][0]
+        info = probe(path)
+        assert (info.colorspace, info.color_primaries, info.color_transfer) == (
+            ref["color_space"], ref["color_primaries"], ref["color_transfer"])
+        assert info.color_range == {"tv": "limited", "pc": "full"}[ref["color_range"]]
+
+
+def test_probe_describes_what_an_untagged_source_is_decoded_as():
+    text = probe(CARPHONE).describe()  # 176x144, untagged
+    assert "matrix:      unspecified (decoded as bt601)" in text
+    assert "range:       unspecified (decoded as limited)" in text
+
+
+def test_probe_does_not_decode_the_whole_file(monkeypatch):
+    decoded = []
+    real = av.video.stream.VideoStream.decode
+
+    def counting(self, *a, **kw):
+        out = real(self, *a, **kw)
+        decoded.append(len(out))
+        return out
+
+    monkeypatch.setattr(av.video.stream.VideoStream, "decode", counting)
+    probe(CARPHONE)  # 120 frames
+    assert 1 <= sum(decoded) <= 2, decoded
