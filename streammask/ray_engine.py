@@ -8,7 +8,8 @@
 * :func:`run_ray` is the driver: it plans the tasks (:func:`~streammask.plan.plan_work`:
   long clips split into segments with warm-up frames), hands them to free actors
   longest first, resubmits tasks that failed for a reason other than their input
-  (a crashed actor, an out-of-memory error, ...) up to ``max_retries`` times, joins a
+  (a crashed actor, an out-of-memory error, ...) up to ``max_retries`` times (an actor
+  whose process died is replaced by a new one, which loads the model again), joins a
   clip's segments losslessly when all are done, writes the completion record (the same
   as the local engine's: resume works across engines) and a report row per clip.
 
@@ -112,6 +113,26 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1] if text else ''}"
 
 
+def _remove_partials(folder: Path) -> None:
+    """Remove the hidden temporaries (``.NAME.partial[.EXT]``, files or sequence folders) in ``folder``."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") and (".partial." in name or name.endswith(".partial")):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _lost_actor(ray, error: BaseException) -> bool:
+    """Whether ``error`` says the actor itself is gone (its process died: a crash, the OOM killer, a lost node)."""
+    return isinstance(error, ray.exceptions.RayActorError)
+
+
 def run_ray(
     jobs: Sequence[Any],
     *,
@@ -137,7 +158,9 @@ def run_ray(
         actors: number of actors (default: one per ``gpus_per_actor`` of the cluster's GPUs, else 1).
         gpus_per_actor: GPUs each actor reserves (``0``: CPU actors).
         segment_seconds, overlap_frames: split long clips (see :func:`~streammask.plan.plan_work`).
-        max_retries: resubmissions of a task that failed for a reason other than its input.
+        max_retries: resubmissions of a task that failed for a reason other than its input
+            (a dead actor, a CUDA error, ...). An actor whose process died is replaced at once, so
+            a crash costs the task one attempt and never the tasks after it.
 
     Returns:
         The clips' results, in plan order.
@@ -189,8 +212,13 @@ def run_ray(
         device = base["device"]
         if gpus_per_actor > 0 and device == "auto":
             device = "cuda"
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=max_retries)(MaskWorker)
-        pool = [actor_cls.remote(base["model"], base["revision"], device, base["dtype"]) for _ in range(actors)]
+        # no automatic restarts: a dead actor is replaced here (a restarting one would fail the tasks sent to it)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(MaskWorker)
+
+        def new_actor():
+            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"])
+
+        pool = [new_actor() for _ in range(actors)]
 
         # tasks longest first (LPT, as the plan); a clip whose probe failed has no tasks and fails below
         order = deque(sorted((t for t in range(len(plan.tasks)) if todo[plan.tasks[t].clip].result.error is None),
@@ -237,6 +265,7 @@ def run_ray(
             except Exception as exc:
                 job.result.status = "failed"
                 job.result.error = str(exc) if isinstance(exc, _TaskFailed) else f"{type(exc).__name__}: {exc}"
+                _remove_partials(job.clip_dir)  # a worker that died left its temporaries
                 if progress:
                     bar.write(f"streammask: clip failed: {job.result.path}: {job.result.error}", file=sys.stderr)
             shutil.rmtree(job.clip_dir / SEGMENTS_DIR, ignore_errors=True)
@@ -264,24 +293,39 @@ def run_ray(
                     break
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 t, actor = inflight.pop(ready[0])
-                free.append(actor)
                 task = plan.tasks[t]
                 c = task.clip
                 try:
                     res = ray.get(ready[0])
                 except Exception as exc:
+                    text = _error_text(exc)
+                    if _lost_actor(ray, exc):  # never reuse it: replace it with a new actor
+                        text = f"worker process died while running the task ({text})"
+                        try:
+                            ray.kill(actor, no_restart=True)
+                        except Exception:
+                            pass
+                        replacement = new_actor()
+                        pool[pool.index(actor)] = replacement
+                        actor = replacement
+                    free.append(actor)
                     attempts[t] = attempts.get(t, 0) + 1
-                    if is_retryable(exc) and attempts[t] <= max_retries:
+                    retryable = is_retryable(exc)
+                    if retryable and attempts[t] <= max_retries:
                         log.warning("task %d of %s failed (%s); retry %d of %d", task.segment, todo[c].item.source,
-                                    _error_text(exc), attempts[t], max_retries)
+                                    text, attempts[t], max_retries)
                         order.appendleft(t)
                         continue
-                    failed.setdefault(c, _error_text(exc))
+                    if retryable:
+                        n = attempts[t]
+                        text += f"; gave up after {n} attempt{'s' if n > 1 else ''} (max_retries={max_retries})"
+                    failed.setdefault(c, text)
                     for x in [x for x in order if plan.tasks[x].clip == c]:  # the clip's other segments: moot
                         order.remove(x)
                     if not busy(c):
                         finish(c)
                     continue
+                free.append(actor)
                 bar.update(res["frames"])
                 outputs[c][task.segment] = res
                 remaining[c] -= 1

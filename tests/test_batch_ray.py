@@ -17,6 +17,7 @@ from streammask.batch import DONE_NAME, REPORT_NAME
 from streammask.ray_engine import RayNotInstalledError, is_retryable
 
 from conftest import write_gop_clip, write_synthetic_clip
+from ray_crash_hook import CRASH_DIR_ENV, arm
 
 try:
     import ray
@@ -29,13 +30,22 @@ KW = dict(prompt="person", outputs=["mask", "matte"], mask_format="ffv1", matte_
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def crash_dir(tmp_path_factory) -> Path:
+    """Where a test arms a worker crash (:mod:`ray_crash_hook`)."""
+    return tmp_path_factory.mktemp("ray-crash")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(crash_dir):
     if ray is None:
         pytest.skip("ray is not installed (pip install 'streammask[ray]')")
-    root = str(Path(__file__).resolve().parents[1])  # the workers import this checkout of streammask
-    path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    tests = Path(__file__).resolve().parent
+    root = str(tests.parent)  # the workers import this checkout of streammask (and the crash hook from tests/)
+    path = os.pathsep.join([root, str(tests), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                                       CRASH_DIR_ENV: str(crash_dir)},
+                          "worker_process_setup_hook": "ray_crash_hook.install"})
     yield ray
     ray.shutdown()
 
@@ -99,6 +109,64 @@ def test_ray_segments_equal_one_pass(ray_cluster, tmp_path, tiny_model, tiny_mod
         DONE_NAME, "long.soft.mask.mkv", "long.soft.matte.mov"]  # segment folders removed
     # the local engine skips it: the completion record is the same
     assert run_batch([clip], out_dir=tmp_path / "ray", segmenter=tiny_model, model=tiny_model_dir, **KW).results[0].status == "skipped"
+
+
+@needs_ray
+def test_ray_retries_a_task_whose_worker_process_died(ray_cluster, crash_dir, tmp_path, tiny_model, tiny_model_dir):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    crash = write_synthetic_clip(clips / "crash.mp4", frames=9)  # 3 batches of 4: dies at the 2nd
+    write_synthetic_clip(clips / "fine.mp4", frames=6)
+    local = run_batch([clips], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    assert [r.status for r in local.results] == ["ok", "ok"]
+    marker = arm(crash_dir, crash)
+    try:
+        rep = run_batch([clips], out_dir=tmp_path / "ray", engine="ray", actors=1, model=tiny_model_dir,
+                        max_retries=1, **KW)
+    finally:
+        crashed = not marker.exists()
+        marker.unlink(missing_ok=True)
+    assert crashed, "the armed worker crash did not happen"
+    assert [(Path(r.path).name, r.status, r.frames, r.error) for r in rep.results] == [
+        ("crash.mp4", "ok", 9, None), ("fine.mp4", "ok", 6, None)]
+    assert rep.exit_code == 0
+    rows = {Path(r["path"]).name: r for r in _rows(tmp_path / "ray" / REPORT_NAME)}
+    assert {n: (r["status"], r["frames"], r["error"]) for n, r in rows.items()} == {
+        "crash.mp4": ("ok", 9, None), "fine.mp4": ("ok", 6, None)}
+    for name in ("crash", "fine"):  # the retry replaced the dead worker's partial outputs
+        _same_outputs(tmp_path / "local" / name, tmp_path / "ray" / name, name)
+        assert sorted(p.name for p in (tmp_path / "ray" / name).iterdir()) == [
+            DONE_NAME, f"{name}.soft.mask.mkv", f"{name}.soft.matte.mov"]
+
+
+@needs_ray
+def test_ray_without_retries_reports_the_crash_and_goes_on(ray_cluster, crash_dir, tmp_path, tiny_model,
+                                                            tiny_model_dir):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    crash = write_synthetic_clip(clips / "crash.mp4", frames=9)  # longest: runs first on the one actor
+    write_synthetic_clip(clips / "fine.mp4", frames=6)
+    local = run_batch([clips / "fine.mp4"], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir,
+                      **KW)
+    marker = arm(crash_dir, crash)
+    try:
+        rep = run_batch([clips], out_dir=tmp_path / "ray", engine="ray", actors=1, model=tiny_model_dir,
+                        max_retries=0, **KW)
+    finally:
+        crashed = not marker.exists()
+        marker.unlink(missing_ok=True)
+    assert crashed, "the armed worker crash did not happen"
+    by_name = {Path(r.path).name: r for r in rep.results}
+    assert {n: r.status for n, r in by_name.items()} == {"crash.mp4": "failed", "fine.mp4": "ok"}
+    error = by_name["crash.mp4"].error
+    assert "worker process died" in error and "after 1 attempt (max_retries=0)" in error, error
+    assert rep.exit_code == 1 and by_name["fine.mp4"].frames == 6
+    rows = {Path(r["path"]).name: r for r in _rows(tmp_path / "ray" / REPORT_NAME)}
+    assert (rows["crash.mp4"]["status"], rows["crash.mp4"]["error"]) == ("failed", error)
+    assert not (tmp_path / "ray" / "crash" / DONE_NAME).exists()
+    assert list((tmp_path / "ray" / "crash").iterdir()) == []  # the dead worker's temporaries are removed
+    # the dead actor was replaced: the next clip ran, with the local engine's outputs
+    _same_outputs(tmp_path / "local" / "fine", tmp_path / "ray" / "fine", "fine")
 
 
 def test_ray_missing_is_one_clear_error(tmp_path, tiny_model_dir, monkeypatch, capsys):
