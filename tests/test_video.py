@@ -183,3 +183,14 @@ def test_probe_does_not_decode_the_whole_file(monkeypatch):
     monkeypatch.setattr(av.video.stream.VideoStream, "decode", counting)
     probe(CARPHONE)  # 120 frames
     assert 1 <= sum(decoded) <= 2, decoded
+
+
+def test_probe_command_prints_colour_and_timing(tmp_path, capsys):
+    from streammask.cli import main
+
+    path = _pyav_tagged_source(tmp_path / "pq.mp4")
+    assert main(["probe", str(path)]) == 0
+    out = capsys.readouterr().out
+    for line in ("timing:      constant frame rate", "bit depth:   10 bits per component", "matrix:      bt2020nc",
+                 "range:       limited", "primaries:   bt2020", "transfer:    smpte2084"):
+        assert line in out, out
