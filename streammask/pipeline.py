@@ -552,7 +552,8 @@ def process_video(
                 name_stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
                 w = make_writer(kind, fmt_for[kind], name_stem, width=info.width, height=info.height,
                                 rate=info.frame_rate, time_base=info.time_base, channels=look["channels"].get(kind),
-                                audio_source=source if settings["audio"] else None,
+                                # a segment has no audio: the join copies the source's audio once
+                                audio_source=source if settings["audio"] and frame_range is None else None,
                                 audio_to_video_end=max_frames is not None)
                 writers[(name, kind)] = w
                 slots = queue_slots(settings["queue_size"], pixels * FORMATS[kind][fmt_for[kind]].channels,

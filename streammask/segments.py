@@ -45,7 +45,7 @@ from .video import FrameBatch, open_video, read_batches
 from .writers import partial_path
 
 __all__ = ["FrameRange", "frame_pts", "range_batches", "concat_video", "concat_sequence", "concat_outputs",
-           "segment_dir", "process_segments", "SEGMENTS_DIR"]
+           "segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names"]
 
 SEGMENTS_DIR = ".segments"
 
@@ -150,8 +150,13 @@ def _first_pts(path: Path) -> tuple[int | None, Fraction]:
         return (min(pts) if pts else None), Fraction(stream.time_base)
 
 
-def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fraction] | None = None) -> Path:
+def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fraction] | None = None,
+                 audio_source: str | os.PathLike | None = None, audio_to_video_end: bool = False) -> Path:
     """Remux the video packets of ``parts`` (same codec and settings, in order) into ``final``, no re-encoding.
+
+    ``audio_source``: copy that file's audio streams into ``final`` once, interleaved with the video
+    (:class:`~streammask.audio.AudioCopier`, as a one-pass run does; segments are written without
+    audio), cut at the end of the last video frame when ``audio_to_video_end``.
 
     Timestamps are kept (segments written by streammask keep the source ``pts``). ``start_times``
     (exact seconds of each part's first frame) restores them where a part's container rounded
@@ -183,7 +188,12 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
                 for key, value in template.metadata.items():  # e.g. alpha_mode of VP9 with alpha in WebM
                     ostream.metadata[key] = value
                 extradata = template.codec_context.extradata
-                last_dts = None
+                audio = None
+                if audio_source is not None:
+                    from .audio import AudioCopier
+
+                    audio = AudioCopier(out, str(audio_source), suffix=final.suffix, name=final.name)
+                last_dts, video_end = None, None
                 for part, shift in zip(parts, shifts):
                     with av.open(str(part), metadata_errors="replace") as src:
                         stream = src.streams.video[0]
@@ -201,10 +211,19 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
                             if t is not None and last_dts is not None and t <= last_dts:
                                 raise OutputError(f"cannot join {part}: decode time {t} does not follow {last_dts}")
                             last_dts = t if t is not None else last_dts
+                            if packet.pts is not None:
+                                end = (packet.pts + (packet.duration or 0)) * packet.time_base
+                                video_end = end if video_end is None else max(video_end, end)
+                                if audio is not None:
+                                    audio.mux_until(float(packet.pts * packet.time_base))
                             packet.stream = ostream
                             out.mux(packet)
+                if audio is not None:
+                    audio.finish(float(video_end) if audio_to_video_end and video_end is not None else None)
                 out.close()
             except BaseException:
+                if audio is not None:
+                    audio.close()
                 out.close()
                 raise
     except BaseException:
@@ -248,10 +267,13 @@ def concat_sequence(parts: Sequence[Path], final: Path) -> Path:
 
 
 def concat_outputs(segment_dirs: Sequence[Path], out_dir: Path, names: Sequence[str], *,
-                   start_times: Sequence[Fraction] | None = None) -> dict[str, Path]:
+                   start_times: Sequence[Fraction] | None = None, audio_source: str | os.PathLike | None = None,
+                   audio_names: Sequence[str] = (), audio_to_video_end: bool = False) -> dict[str, Path]:
     """Join the outputs ``names`` (file or folder names, the same in every segment folder) into ``out_dir``.
 
     ``start_times``: exact seconds of each segment's first frame (see :func:`concat_video`).
+    ``audio_source``: the clip whose audio the joined videos ``audio_names`` get, once (see
+    :func:`concat_video` and :func:`audio_names`).
     """
     out_dir = Path(out_dir)
     result = {}
@@ -263,8 +285,21 @@ def concat_outputs(segment_dirs: Sequence[Path], out_dir: Path, names: Sequence[
         if parts[0].is_dir():
             result[name] = concat_sequence(parts, out_dir / name)
         else:
-            result[name] = concat_video(parts, out_dir / name, start_times=start_times)
+            result[name] = concat_video(parts, out_dir / name, start_times=start_times,
+                                        audio_source=audio_source if name in audio_names else None,
+                                        audio_to_video_end=audio_to_video_end)
     return result
+
+
+def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The file names among a segment's ``outputs`` (``{"variant.kind": path}``) that get the source's
+    audio when joined: the video files of :data:`~streammask.writers.AUDIO_KINDS`, unless ``audio`` is off."""
+    from .writers import AUDIO_KINDS
+
+    if not settings.get("audio", True):
+        return []
+    return [Path(p).name for key, p in outputs.items()
+            if key.rsplit(".", 1)[-1] in AUDIO_KINDS and Path(p).suffix != ""]
 
 
 def _stateful(temporal: str, variants: Any) -> bool:
@@ -339,7 +374,9 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
             stages[k] = stages.get(k, 0.0) + v
         keys = summary.outputs
     names = [Path(p).name for p in keys.values()]
-    joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]))
+    joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
+                            audio_source=source, audio_names=audio_names(keys, process_kwargs),
+                            audio_to_video_end=process_kwargs.get("max_frames") is not None)
     shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
     outputs = {k: joined[Path(p).name] for k, p in keys.items()}
     return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,

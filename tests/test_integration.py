@@ -1,0 +1,55 @@
+"""Where features meet: segment-split runs (process_segments, batch) against one pass, with audio,
+background videos, --stride / --skip-static, 16-bit mattes, the automatic batch size, re-runs."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streammask import process_video
+from streammask.segments import SEGMENTS_DIR, process_segments
+
+from test_outputs_compositing import _audio_span, make_source
+
+NTSC = Fraction(30000, 1001)
+FRAMES = 24
+RANGES = [(0, 8), (8, 16), (16, 24)]
+
+
+def _kw(model, **extra):
+    return dict(prompt="person", segmenter=model, progress=False, **extra)
+
+
+def _decode(path: Path, fmt: str = "rgb24") -> tuple[list[int], np.ndarray]:
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray(format=fmt)) for f in c.decode(video=0)]
+    return [p for p, _ in frames], np.stack([a for _, a in frames])
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory) -> Path:
+    """24 frames of 30000/1001 with a keyframe every 8 frames and an AAC tone as long as the video."""
+    return make_source(tmp_path_factory.mktemp("talk") / "talk.mp4", pts=[i * 1001 for i in range(FRAMES)], audio=True)
+
+
+# -- 1. segments x audio ---------------------------------------------------------------------------------------------
+
+def test_segment_join_has_the_source_audio_once_like_one_pass(talk, tiny_model, tmp_path):
+    one = process_video(talk, out_dir=tmp_path / "one", outputs=["heatmap", "matte"], **_kw(tiny_model, batch_size=4))
+    seg = process_segments(talk, RANGES, out_dir=tmp_path / "seg", outputs=["heatmap", "matte"],
+                           **_kw(tiny_model, batch_size=4))
+    _, src_first, src_end, src_n = _audio_span(talk)
+    for key in ("soft.heatmap", "soft.matte"):
+        _, first, end, n = _audio_span(seg.outputs[key])
+        _, one_first, one_end, one_n = _audio_span(one.outputs[key])
+        assert n == one_n == src_n, key  # once, not once per segment
+        assert abs(first - one_first) < 1e-3 and abs(end - one_end) < 1024 / 44100, key
+        with av.open(str(one.outputs[key])) as a, av.open(str(seg.outputs[key])) as b:  # the same bytes, the same times
+            pa = [(p.pts, bytes(p)) for p in a.demux(audio=0) if p.size]
+            pb = [(p.pts, bytes(p)) for p in b.demux(audio=0) if p.size]
+        assert pa == pb, key
+        assert _decode(seg.outputs[key])[0] == _decode(one.outputs[key])[0]
