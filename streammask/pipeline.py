@@ -580,7 +580,9 @@ def process_video(
             pts = [item[0] for item in payload]
             host = np.stack([item[1] for item in payload])
             host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
-            bg = look["background"].take(len(pts)) if look["background"] is not None else None
+            bg = None
+            if look["background"] is not None:  # by the clip's frame index: a segment's frames as in one pass
+                bg = look["background"].take(len(pts), indices=[item[3] for item in payload])
             rendered = {name: pipe.render(x if keep is None else x[keep], res if keep is None else _select(res, keep),
                                           kinds, host_frames=host, bits=look["bits"], background=bg,
                                           host_frames16=host16, defer_matte=True,

@@ -53,3 +53,33 @@ def test_segment_join_has_the_source_audio_once_like_one_pass(talk, tiny_model, 
             pb = [(p.pts, bytes(p)) for p in b.demux(audio=0) if p.size]
         assert pa == pb, key
         assert _decode(seg.outputs[key])[0] == _decode(one.outputs[key])[0]
+
+
+# -- 2. segments x matte_style=background with a background video --------------------------------------------------
+
+def _sequence_frames(folder: Path) -> np.ndarray:
+    import cv2
+
+    files = sorted(folder.glob("*.png"))
+    return np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files])
+
+
+def test_background_video_is_at_the_clips_frame_in_every_segment(talk, tiny_model, tmp_path):
+    bg = make_source(tmp_path / "bg.mp4", pts=[i * 1001 for i in range(10)])  # shorter than the clip: it loops
+    kw = _kw(tiny_model, batch_size=4, outputs=["matte"], matte_format="png", matte_style="background", background=bg)
+    one = _sequence_frames(process_video(talk, out_dir=tmp_path / "one", **kw).outputs["soft.matte"])
+    seg = _sequence_frames(process_segments(talk, RANGES, out_dir=tmp_path / "seg", **kw).outputs["soft.matte"])
+    assert one.shape == seg.shape == (FRAMES, 48, 64, 3)
+    np.testing.assert_array_equal(seg, one)
+
+
+def test_background_take_by_index_equals_playing_it_in_order(tmp_path):
+    from streammask.matte import Background
+
+    bg = make_source(tmp_path / "bg.mp4", pts=[i * 1001 for i in range(10)])
+    in_order = Background(bg, width=32, height=24).take(25)  # plays 10 frames, then starts again
+    by_index = Background(bg, width=32, height=24)
+    got = np.concatenate([by_index.take(3, indices=[17, 18, 19]), by_index.take(2, indices=[3, 4]),
+                          by_index.take(3, indices=[9, 10, 11])])
+    np.testing.assert_array_equal(got, in_order[[17, 18, 19, 3, 4, 9, 10, 11]])
+    np.testing.assert_array_equal(in_order[10:20], in_order[:10])
