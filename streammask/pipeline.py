@@ -195,12 +195,14 @@ class MaskPipeline:
         self.reducer.reset()
 
     def stream_state(self) -> dict[str, Any]:
-        """The per-stream state (variant statistics, temporal smoothers) as copies: hand it to
+        """The per-stream state (variant statistics, temporal smoothers, the ``--stride`` /
+        ``--skip-static`` reducer) as copies: hand it to
         :meth:`load_stream_state` of a pipeline with the same settings to continue the stream."""
         import copy
 
         return {"variants": copy.deepcopy(self.state),
-                "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()}}
+                "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()},
+                "reducer": self.reducer.state_dict() if self.reducer.enabled else None}
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         """Continue a stream from :meth:`stream_state`."""
@@ -212,6 +214,9 @@ class MaskPipeline:
             smoother = make_temporal(**{"name": self.temporal["temporal"], **self.temporal})
             smoother.load_state_dict(sm_state)
             self._smoothers[key] = smoother
+        self.reducer.reset()
+        if state.get("reducer") is not None:  # --stride / --skip-static: the key frame and the stride phase
+            self.reducer.load_state_dict(state["reducer"])
 
     @property
     def device(self) -> torch.device:

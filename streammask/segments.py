@@ -302,11 +302,14 @@ def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
             if key.rsplit(".", 1)[-1] in AUDIO_KINDS and Path(p).suffix != ""]
 
 
-def _stateful(temporal: str, variants: Any) -> bool:
-    """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation)."""
+def _stateful(temporal: str, variants: Any, settings: dict | None = None) -> bool:
+    """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation,
+    ``--stride`` / ``--skip-static``: the key frame the following frames get their masks from)."""
     from .pipeline import normalize_variants
 
     if temporal != "none":
+        return True
+    if settings and (int(settings.get("stride") or 1) > 1 or settings.get("skip_static")):
         return True
     masq = normalize_variants(variants).get("masquerade")
     return bool(masq and masq.get("normalize") == "yes" and masq.get("normalize_scope") == "running")
@@ -355,7 +358,7 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
     stem = Path(source).stem
     temporal = TEMPORAL_PARAMS.validate({k: v for k, v in process_kwargs.items() if k in TEMPORAL_PARAMS})
     causal = make_temporal(**{"name": temporal["temporal"], **temporal}).causal
-    handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)))
+    handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
     index = frame_pts(source)
     state = None
     dirs, frames, stages, damaged, keys = [], 0, {}, 0, None

@@ -83,3 +83,45 @@ def test_background_take_by_index_equals_playing_it_in_order(tmp_path):
                           by_index.take(3, indices=[9, 10, 11])])
     np.testing.assert_array_equal(got, in_order[[17, 18, 19, 3, 4, 9, 10, 11]])
     np.testing.assert_array_equal(in_order[10:20], in_order[:10])
+
+
+# -- 3. segments x --stride / --skip-static ---------------------------------------------------------------------------
+
+ODD = [(0, 7), (7, 15), (15, 24)]  # not multiples of the stride: the phase must be handed over
+
+
+@pytest.mark.parametrize("reduce", [
+    {"stride": 2},
+    {"stride": 3},
+    {"skip_static": True, "static_psnr": 20.0},  # the moving square is "static" at 20 dB part of the time
+    {"stride": 2, "skip_static": True, "static_psnr": 20.0},
+], ids=["stride2", "stride3", "skip-static", "stride2+skip-static"])
+def test_reduced_work_segments_equal_one_pass(talk, tiny_model, tmp_path, reduce):
+    kw = _kw(tiny_model, batch_size=1, outputs=["mask"], mask_format="png", **reduce)
+    one = process_video(talk, out_dir=tmp_path / "one", **kw)
+    seg = process_segments(talk, ODD, out_dir=tmp_path / "seg", **kw)
+    a, b = _sequence_frames(one.outputs["soft.mask"]), _sequence_frames(seg.outputs["soft.mask"])
+    assert a.shape == b.shape == (FRAMES, 48, 64)
+    assert one.model_frames < FRAMES  # the reduction really skipped frames
+    np.testing.assert_array_equal(b, a)
+
+
+def test_reducer_state_round_trip_continues_the_stream():
+    import torch
+
+    from streammask.reduce import WorkReducer
+
+    frames = torch.from_numpy(np.stack([np.roll(np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3), i, 1)
+                                        for i in range(9)])).permute(0, 3, 1, 2).contiguous()
+
+    def infer(f):
+        return {("pil", 8): f.float().mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, 8, 8) / 255}
+
+    whole = WorkReducer(stride=3).logits(frames, infer)[("pil", 8)]
+    first = WorkReducer(stride=3)
+    head = first.logits(frames[:4], infer)[("pil", 8)]
+    second = WorkReducer(stride=3)
+    second.load_state_dict(first.state_dict())
+    tail = second.logits(frames[4:], infer)[("pil", 8)]
+    torch.testing.assert_close(torch.cat([head, tail]), whole, rtol=0, atol=0)
+    assert second.counts["model"] == 1  # frame 6 only: the phase went on from frame 3
