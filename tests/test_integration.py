@@ -125,3 +125,44 @@ def test_reducer_state_round_trip_continues_the_stream():
     tail = second.logits(frames[4:], infer)[("pil", 8)]
     torch.testing.assert_close(torch.cat([head, tail]), whole, rtol=0, atol=0)
     assert second.counts["model"] == 1  # frame 6 only: the phase went on from frame 3
+
+
+# -- 4. segments x 16-bit mattes of a 10-bit source ----------------------------------------------------------------
+
+def _deep_source(path: Path, n: int = 12, w: int = 64, h: int = 48) -> Path:
+    """ProRes 422 HQ (yuv422p10le): a fine 16-bit gradient that shifts every frame."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("prores_ks", rate=NTSC)
+        s.width, s.height, s.pix_fmt = w, h, "yuv422p10le"
+        s.options = {"profile": "3"}
+        for i in range(n):
+            ramp = (((xx + yy * w) * 7 + i * 3001) % 65536).astype(np.uint16)
+            img = np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 20000 + 1000 * i)], -1)
+            f = av.VideoFrame.from_ndarray(img, format="rgb48le").reformat(format="yuv422p10le")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_deep_mattes_of_segments_equal_one_pass(tiny_model, tmp_path):
+    from streammask.video import read_batches
+
+    src = _deep_source(tmp_path / "deep.mov")
+    source16 = np.concatenate([b.frames16 for b in read_batches(src, batch_size=4, deep=True)])
+    ranges = [(0, 4), (4, 8), (8, 12)]
+    for fmt in ("png16", "prores"):
+        kw = _kw(tiny_model, batch_size=4, outputs=["matte"], matte_format=fmt)
+        one = process_video(src, out_dir=tmp_path / f"one-{fmt}", **kw).outputs["soft.matte"]
+        seg = process_segments(src, ranges, out_dir=tmp_path / f"seg-{fmt}", **kw).outputs["soft.matte"]
+        if fmt == "png16":
+            a, b = _sequence_frames(one), _sequence_frames(seg)
+            assert b.dtype == np.uint16 and b.shape == (12, 48, 64, 4)
+            # the segments' RGB is the source's 16-bit RGB itself (cv2 reads BGRA), frame for frame
+            np.testing.assert_array_equal(b[..., 2::-1], source16)
+        else:
+            a, b = _decode(one, "rgba64le")[1], _decode(seg, "rgba64le")[1]
+        np.testing.assert_array_equal(b, a)
