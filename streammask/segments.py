@@ -45,7 +45,8 @@ from .video import FrameBatch, open_video, read_batches
 from .writers import partial_path
 
 __all__ = ["FrameRange", "frame_pts", "range_batches", "concat_video", "concat_sequence", "concat_outputs",
-           "segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names"]
+           "segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names",
+           "check_joined_outputs"]
 
 SEGMENTS_DIR = ".segments"
 
@@ -330,6 +331,31 @@ def segment_dir(clip_dir: Path, stem: str, number: int) -> Path:
 
 # -- sequential processing with state hand-over -----------------------------------------------------------------------
 
+def check_joined_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """What :func:`~streammask.process_video` checks before any work, for the joined outputs of a
+    segment-split run: no output replaces the input, and (unless ``overwrite``) none exists yet.
+    (The segments themselves go to streammask's own hidden folders, always replaced.)
+
+    Raises:
+        OutputExistsError, OutputError, ParameterError: as :func:`~streammask.safety.check_outputs`.
+    """
+    from .pipeline import RUN_PARAMS, normalize_variants
+    from .safety import DEFAULT_OUTPUT_TEMPLATE, check_outputs, plan_outputs
+    from .writers import FORMATS
+
+    def get(name: str) -> Any:
+        value = settings.get(name, RUN_PARAMS[name].default)
+        return RUN_PARAMS[name].validate(value)
+
+    kinds = get("outputs")
+    formats = {k: get(f"{k}_format") for k in ("mask", "heatmap", "matte")}
+    planned = plan_outputs(source, out_dir, variants=list(normalize_variants(settings.get("variants", ("soft",)))),
+                           kinds=kinds, formats=formats,
+                           template=settings.get("output_template") or DEFAULT_OUTPUT_TEMPLATE)
+    check_outputs(source, planned, overwrite=bool(settings.get("overwrite", False)),
+                  folders=[p for (_, k), p in planned.items() if FORMATS[k][formats[k]].suffix == ""])
+
+
 def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]], *, out_dir: str | os.PathLike,
                      overlap: int = 8, handover: bool = True, **process_kwargs: Any):
     """Process a clip segment by segment, one after another, then join the outputs.
@@ -359,28 +385,31 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
     temporal = TEMPORAL_PARAMS.validate({k: v for k, v in process_kwargs.items() if k in TEMPORAL_PARAMS})
     causal = make_temporal(**{"name": temporal["temporal"], **temporal}).causal
     handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
+    check_joined_outputs(source, out, process_kwargs)  # like `run`: before any work
     index = frame_pts(source)
     state = None
     dirs, frames, stages, damaged, keys = [], 0, {}, 0, None
-    for number, (start, end) in enumerate(ranges):
-        carry = handover and causal and state is not None
-        rng = FrameRange(start, end, warmup_start=start if carry or number == 0 else max(0, start - overlap),
-                         state=state if carry else None, index=index, exact=handover and causal)
-        d = segment_dir(out, stem, number)
-        summary = process_video(source, out_dir=d, frame_range=rng,
-                                **{**process_kwargs, "overwrite": True})  # segment folders are streammask's own
-        state = rng.state_out
-        dirs.append(d)
-        frames += summary.frames
-        damaged += summary.damaged_packets
-        for k, v in summary.stage_seconds.items():
-            stages[k] = stages.get(k, 0.0) + v
-        keys = summary.outputs
-    names = [Path(p).name for p in keys.values()]
-    joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
-                            audio_source=source, audio_names=audio_names(keys, process_kwargs),
-                            audio_to_video_end=process_kwargs.get("max_frames") is not None)
-    shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
+    try:
+        for number, (start, end) in enumerate(ranges):
+            carry = handover and causal and state is not None
+            rng = FrameRange(start, end, warmup_start=start if carry or number == 0 else max(0, start - overlap),
+                             state=state if carry else None, index=index, exact=handover and causal)
+            d = segment_dir(out, stem, number)
+            summary = process_video(source, out_dir=d, frame_range=rng,
+                                    **{**process_kwargs, "overwrite": True})  # segment folders are streammask's own
+            state = rng.state_out
+            dirs.append(d)
+            frames += summary.frames
+            damaged += summary.damaged_packets
+            for k, v in summary.stage_seconds.items():
+                stages[k] = stages.get(k, 0.0) + v
+            keys = summary.outputs
+        names = [Path(p).name for p in keys.values()]
+        joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
+                                audio_source=source, audio_names=audio_names(keys, process_kwargs),
+                                audio_to_video_end=process_kwargs.get("max_frames") is not None)
+    finally:  # joined or failed: the segments go (a failed run leaves nothing that looks finished)
+        shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
     outputs = {k: joined[Path(p).name] for k, p in keys.items()}
     return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,
                       stage_seconds=stages, damaged_packets=damaged)

@@ -166,3 +166,57 @@ def test_deep_mattes_of_segments_equal_one_pass(tiny_model, tmp_path):
         else:
             a, b = _decode(one, "rgba64le")[1], _decode(seg, "rgba64le")[1]
         np.testing.assert_array_equal(b, a)
+
+
+# -- 5. segments x automatic batch size ---------------------------------------------------------------------------
+
+def test_segments_with_the_automatic_batch_size_equal_one_pass(talk, tiny_model, tmp_path):
+    from streammask.batch import run_batch
+
+    kw = _kw(tiny_model, outputs=["mask"], mask_format="png")  # batch_size=None: automatic (1 on a CPU)
+    one = process_video(talk, out_dir=tmp_path / "one", **kw)
+    assert one.batch_size == 1
+    seg = process_segments(talk, ODD, out_dir=tmp_path / "seg", **kw)
+    expected = _sequence_frames(one.outputs["soft.mask"])
+    np.testing.assert_array_equal(_sequence_frames(seg.outputs["soft.mask"]), expected)
+    rep = run_batch([talk], out_dir=tmp_path / "batch", segment_seconds=0.3, overlap_frames=3, **kw)
+    (clip,) = rep.results
+    assert clip.status == "ok", clip.error
+    np.testing.assert_array_equal(_sequence_frames(Path(clip.outputs["soft.mask"])), expected)
+
+
+# -- 7. batch re-runs of a segment-split clip -------------------------------------------------------------------
+
+def test_batch_rerun_of_a_segment_split_clip_with_changed_settings_replaces_its_outputs(talk, tiny_model, tmp_path):
+    from streammask.batch import run_batch
+
+    kw = _kw(tiny_model, outputs=["mask", "heatmap"], mask_format="png", segment_seconds=0.3, overlap_frames=3)
+    first = run_batch([talk], out_dir=tmp_path / "b", variants={"soft": {"threshold": 0.9}}, **kw).results[0]
+    first_mask = _sequence_frames(Path(first.outputs["soft.mask"]))
+    again = run_batch([talk], out_dir=tmp_path / "b", variants={"soft": {"threshold": 0.1}}, **kw).results[0]
+    assert first.status == again.status == "ok", (first.error, again.error)
+    assert first.outputs == again.outputs
+    clip_dir = Path(again.out_dir)
+    assert not (clip_dir / SEGMENTS_DIR).exists()  # no segment folder left behind
+    assert not [p for p in clip_dir.rglob(".*partial*")]  # no temporaries
+    fresh = process_video(talk, out_dir=tmp_path / "fresh", variants={"soft": {"threshold": 0.1}},
+                          **_kw(tiny_model, outputs=["mask", "heatmap"], mask_format="png"))
+    got = _sequence_frames(Path(again.outputs["soft.mask"]))
+    assert not np.array_equal(got, first_mask)  # the settings change shows in the mask
+    np.testing.assert_array_equal(got, _sequence_frames(fresh.outputs["soft.mask"]))
+    assert len(list(Path(again.outputs["soft.mask"]).glob("*.png"))) == FRAMES  # the old images were replaced
+    assert _decode(Path(again.outputs["soft.heatmap"]))[0] == _decode(fresh.outputs["soft.heatmap"])[0]
+
+
+def test_process_segments_refuses_existing_outputs_like_run(talk, tiny_model, tmp_path):
+    from streammask.errors import OutputExistsError
+
+    kw = _kw(tiny_model, outputs=["mask"], mask_format="png")
+    first = process_segments(talk, RANGES, out_dir=tmp_path / "o", **kw)
+    before = sorted(p.name for p in first.outputs["soft.mask"].iterdir())
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        process_segments(talk, RANGES, out_dir=tmp_path / "o", **kw)
+    assert sorted(p.name for p in first.outputs["soft.mask"].iterdir()) == before
+    assert not (tmp_path / "o" / SEGMENTS_DIR).exists()
+    again = process_segments(talk, RANGES, out_dir=tmp_path / "o", overwrite=True, **kw)
+    assert sorted(p.name for p in again.outputs["soft.mask"].iterdir()) == before
