@@ -220,3 +220,45 @@ def test_process_segments_refuses_existing_outputs_like_run(talk, tiny_model, tm
     assert not (tmp_path / "o" / SEGMENTS_DIR).exists()
     again = process_segments(talk, RANGES, out_dir=tmp_path / "o", overwrite=True, **kw)
     assert sorted(p.name for p in again.outputs["soft.mask"].iterdir()) == before
+
+
+# -- 6. preview --record x overwrite / output template ------------------------------------------------------------
+
+def test_preview_record_refuses_existing_recordings_like_run(tmp_path):
+    from streammask.errors import OutputExistsError
+    from streammask.preview import PreviewSession
+
+    from conftest import write_synthetic_clip
+    from preview_driver import BrightnessOracle
+
+    clip = write_synthetic_clip(tmp_path / "cam.mp4", frames=6)
+    rec = tmp_path / "rec"
+    kw = dict(prompt="x", segmenter=BrightnessOracle(), no_window=True, record=str(rec), outputs=["mask", "matte"],
+              mask_format="png")
+    first = PreviewSession(clip, **kw).run().recordings
+    assert sorted(Path(p).name for p in first.values()) == ["cam.soft.mask", "cam.soft.matte.mov"]
+    stamp = {p: p.stat().st_mtime_ns for p in rec.rglob("*")}
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        PreviewSession(clip, **kw)  # before any work: nothing opened, nothing replaced
+    assert {p: p.stat().st_mtime_ns for p in rec.rglob("*")} == stamp
+    again = PreviewSession(clip, overwrite=True, **kw).run().recordings
+    assert again == first and len(list(Path(again["soft.mask"]).glob("*.png"))) == 6
+    named = PreviewSession(clip, output_template="{variant}-{kind}", **kw).run().recordings
+    assert sorted(Path(p).name for p in named.values()) == ["soft-mask", "soft-matte.mov"]
+
+
+def test_preview_command_second_record_is_one_line_and_status_2(tmp_path, tiny_model_dir, capsys):
+    from streammask.cli import main
+
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path / "cam.mp4", frames=4)
+    argv = ["preview", str(clip), "--prompt", "x", "--model", str(tiny_model_dir), "--device", "cpu", "--no-window",
+            "--record", str(tmp_path / "rec"), "--outputs", "mask", "-q"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--overwrite" in err[0], err
+    assert main(argv + ["--overwrite", "--output-template", "{stem}-{kind}", "--attn-implementation", "eager"]) == 0
+    assert (tmp_path / "rec" / "cam-mask.mp4").is_file()
