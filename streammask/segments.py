@@ -25,7 +25,13 @@ How exact segment-split results are (versus one pass over the clip):
   segments run one after another and the state is handed over
   (:func:`process_segments`, ``handover=True``, what the local engine does);
   approximated by the warm-up when segments run in parallel (the Ray engine).
+* ``stride`` / ``skip_static`` (:class:`~streammask.reduce.WorkReducer`): its state (key frame,
+  stride phase, scene cuts) is part of the stream state: identical with ``handover=True``;
+  approximated when segments run in parallel (the first warm-up frame is a key frame).
 * masquerade ``normalize_scope="batch"`` depends on where batches start: not identical.
+* audio: segments are written without it; :func:`concat_outputs` copies the source's audio
+  into the joined heatmap / matte videos once. A ``background`` video is addressed by the
+  clip's frame index, so every segment gets the frames one pass gives it.
 """
 
 from __future__ import annotations

@@ -262,3 +262,18 @@ def test_preview_command_second_record_is_one_line_and_status_2(tmp_path, tiny_m
     assert len(err) == 1 and "already exists" in err[0] and "--overwrite" in err[0], err
     assert main(argv + ["--overwrite", "--output-template", "{stem}-{kind}", "--attn-implementation", "eager"]) == 0
     assert (tmp_path / "rec" / "cam-mask.mp4").is_file()
+
+
+def test_batch_segments_with_max_frames_cut_the_audio_like_one_pass(talk, tiny_model, tmp_path):
+    from streammask.batch import run_batch
+
+    kw = _kw(tiny_model, outputs=["heatmap"], max_frames=14)
+    one = process_video(talk, out_dir=tmp_path / "one", **kw).outputs["soft.heatmap"]
+    (clip,) = run_batch([talk], out_dir=tmp_path / "batch", segment_seconds=0.2, overlap_frames=2, **kw).results
+    assert clip.status == "ok", clip.error
+    seg = Path(clip.outputs["soft.heatmap"])
+    assert len(_decode(seg)[0]) == 14
+    _, first, end, n = _audio_span(seg)
+    _, one_first, one_end, one_n = _audio_span(one)
+    assert n == one_n and abs(first - one_first) < 1e-3 and abs(end - one_end) < 1024 / 44100
+    assert end < _audio_span(talk)[2] - 0.2  # cut near the video's end, not the whole track
