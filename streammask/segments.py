@@ -395,6 +395,7 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
     index = frame_pts(source)
     state = None
     dirs, frames, stages, damaged, keys = [], 0, {}, 0, None
+    model_frames, batch_size = None, None
     try:
         for number, (start, end) in enumerate(ranges):
             carry = handover and causal and state is not None
@@ -410,6 +411,9 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
             for k, v in summary.stage_seconds.items():
                 stages[k] = stages.get(k, 0.0) + v
             keys = summary.outputs
+            batch_size = summary.batch_size
+            if summary.model_frames is not None:  # --stride / --skip-static (warm-up frames included)
+                model_frames = (model_frames or 0) + summary.model_frames
         names = [Path(p).name for p in keys.values()]
         joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
                                 audio_source=source, audio_names=audio_names(keys, process_kwargs),
@@ -418,4 +422,4 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
         shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
     outputs = {k: joined[Path(p).name] for k, p in keys.items()}
     return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,
-                      stage_seconds=stages, damaged_packets=damaged)
+                      stage_seconds=stages, damaged_packets=damaged, batch_size=batch_size, model_frames=model_frames)

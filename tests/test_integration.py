@@ -103,6 +103,7 @@ def test_reduced_work_segments_equal_one_pass(talk, tiny_model, tmp_path, reduce
     a, b = _sequence_frames(one.outputs["soft.mask"]), _sequence_frames(seg.outputs["soft.mask"])
     assert a.shape == b.shape == (FRAMES, 48, 64)
     assert one.model_frames < FRAMES  # the reduction really skipped frames
+    assert seg.model_frames == one.model_frames  # handed over: no warm-up, the same key frames
     np.testing.assert_array_equal(b, a)
 
 
