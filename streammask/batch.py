@@ -501,7 +501,7 @@ def _process_local(job: ClipJob, segmenter: Any, progress: bool, segment_seconds
         if len(plan.tasks) > 1:
             summary = process_segments(job.item.source, [(t.start, t.end) for t in plan.tasks], out_dir=job.clip_dir,
                                        overlap=overlap_frames, handover=True, progress=progress, segmenter=segmenter,
-                                       **kwargs)
+                                       **{**kwargs, "overwrite": True})  # the batch owns its clip folders
             _record_done(job, summary.frames, summary.outputs)
             return
     summary = process_video(job.item.source, out_dir=job.clip_dir, progress=progress, segmenter=segmenter,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -130,6 +130,9 @@ class Background:
 
     An image gives the same frame every time; a video gives its frames in order and
     starts again from its first frame when it ends (a short loop behind a long shot).
+    :meth:`take` with ``indices`` addresses the video by the clip's frame index (frame
+    ``i`` of the clip gets background frame ``i mod length``), so a segment of a clip
+    gets the background frames one pass gives it.
 
     Args:
         path: image or video file.
@@ -145,6 +148,8 @@ class Background:
         self.path, self.width, self.height = p, width, height
         self._image: np.ndarray | None = None
         self._frames: Iterator[np.ndarray] | None = None
+        self._next = 0  # index (in the background video) of the frame self._frames yields next
+        self._index: list[int] | None = None  # the background video's frame pts, read when first seeking
         if p.suffix.lower() in IMAGE_SUFFIXES:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None:
@@ -164,15 +169,39 @@ class Background:
         interp = cv2.INTER_AREA if img.shape[0] * img.shape[1] > self.width * self.height else cv2.INTER_LINEAR
         return cv2.resize(img, (self.width, self.height), interpolation=interp)
 
-    def _video(self) -> Iterator[np.ndarray]:
+    def _video(self, start: int = 0) -> Iterator[np.ndarray]:
         from .video import read_batches
 
+        first = self._index[start] if start and self._index else None
         while True:
-            for batch in read_batches(self.path, batch_size=1):
-                yield self._fit(batch.frames[0])
+            for batch in read_batches(self.path, batch_size=1, start_pts=first):
+                img = self._fit(batch.frames[0])
+                self._next += 1
+                yield img
+            if self._index is None:
+                self._index = list(range(self._next))  # its length, learnt by playing it once
+            self._next, first = 0, None
 
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` background frames, ``(n, H, W, 3)`` uint8."""
+    def _seek(self, i: int) -> None:
+        """Make frame ``i`` of the clip (background frame ``i mod length``) the next one."""
+        from .segments import frame_pts
+
+        if self._index is None:
+            self._index = frame_pts(self.path)
+        i %= len(self._index)
+        if i != self._next % len(self._index):
+            self._next = i
+            self._frames = self._video(i)
+
+    def take(self, n: int, *, indices: Sequence[int] | None = None) -> np.ndarray:
+        """The next ``n`` background frames, ``(n, H, W, 3)`` uint8; or, with ``indices`` (the
+        clip's frame indices, ``n`` of them), the frames that belong to those clip frames."""
         if self._image is not None:
             return np.broadcast_to(self._image, (n, *self._image.shape))
-        return np.stack([next(self._frames) for _ in range(n)])
+        if indices is None:
+            return np.stack([next(self._frames) for _ in range(n)])
+        out = []
+        for i in indices:
+            self._seek(int(i))
+            out.append(next(self._frames))
+        return np.stack(out)

@@ -195,12 +195,14 @@ class MaskPipeline:
         self.reducer.reset()
 
     def stream_state(self) -> dict[str, Any]:
-        """The per-stream state (variant statistics, temporal smoothers) as copies: hand it to
+        """The per-stream state (variant statistics, temporal smoothers, the ``--stride`` /
+        ``--skip-static`` reducer) as copies: hand it to
         :meth:`load_stream_state` of a pipeline with the same settings to continue the stream."""
         import copy
 
         return {"variants": copy.deepcopy(self.state),
-                "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()}}
+                "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()},
+                "reducer": self.reducer.state_dict() if self.reducer.enabled else None}
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         """Continue a stream from :meth:`stream_state`."""
@@ -212,6 +214,9 @@ class MaskPipeline:
             smoother = make_temporal(**{"name": self.temporal["temporal"], **self.temporal})
             smoother.load_state_dict(sm_state)
             self._smoothers[key] = smoother
+        self.reducer.reset()
+        if state.get("reducer") is not None:  # --stride / --skip-static: the key frame and the stride phase
+            self.reducer.load_state_dict(state["reducer"])
 
     @property
     def device(self) -> torch.device:
@@ -552,7 +557,8 @@ def process_video(
                 name_stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
                 w = make_writer(kind, fmt_for[kind], name_stem, width=info.width, height=info.height,
                                 rate=info.frame_rate, time_base=info.time_base, channels=look["channels"].get(kind),
-                                audio_source=source if settings["audio"] else None,
+                                # a segment has no audio: the join copies the source's audio once
+                                audio_source=source if settings["audio"] and frame_range is None else None,
                                 audio_to_video_end=max_frames is not None)
                 writers[(name, kind)] = w
                 slots = queue_slots(settings["queue_size"], pixels * FORMATS[kind][fmt_for[kind]].channels,
@@ -579,7 +585,9 @@ def process_video(
             pts = [item[0] for item in payload]
             host = np.stack([item[1] for item in payload])
             host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
-            bg = look["background"].take(len(pts)) if look["background"] is not None else None
+            bg = None
+            if look["background"] is not None:  # by the clip's frame index: a segment's frames as in one pass
+                bg = look["background"].take(len(pts), indices=[item[3] for item in payload])
             rendered = {name: pipe.render(x if keep is None else x[keep], res if keep is None else _select(res, keep),
                                           kinds, host_frames=host, bits=look["bits"], background=bg,
                                           host_frames16=host16, defer_matte=True,

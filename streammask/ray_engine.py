@@ -169,7 +169,7 @@ def run_ray(
 
     from .batch import ClipJob, ClipResult, _record_done, _run_kwargs
     from .plan import ClipSpec, plan_work
-    from .segments import SEGMENTS_DIR, concat_outputs, frame_pts, segment_dir, start_times
+    from .segments import SEGMENTS_DIR, audio_names, concat_outputs, frame_pts, segment_dir, start_times
     from .video import probe
 
     ray = import_ray()
@@ -259,7 +259,9 @@ def run_ray(
                     starts = [t.start for t in plan.tasks if t.clip == c]
                     dirs = [segment_dir(job.clip_dir, stem, s) for s in range(len(starts))]
                     joined = concat_outputs(dirs, job.clip_dir, names,
-                                            start_times=start_times(job.item.source, index[c], starts))
+                                            start_times=start_times(job.item.source, index[c], starts),
+                                            audio_source=job.item.source, audio_names=audio_names(first, job.settings),
+                                            audio_to_video_end=job.settings.get("max_frames") is not None)
                     _record_done(job, sum(p["frames"] for p in parts.values()),
                                  {k: joined[Path(p).name] for k, p in first.items()})
             except Exception as exc:

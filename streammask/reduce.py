@@ -125,6 +125,42 @@ class WorkReducer:
         self._prev_logits: Logits | None = None  # {key: (P, S, S)} previous frame's output logits
         self._since = 0  # frames since the last model call or static check
 
+    def state_dict(self) -> dict:
+        """The stream's state (key frame and its logits, the previous frame and its logits, the
+        frames since the last model call, the scene-cut detector) as host copies: hand it to
+        :meth:`load_state_dict` of a reducer with the same settings to continue the stream exactly
+        (e.g. the next segment of a clip). ``counts`` are not part of it."""
+        def host(x):
+            return None if x is None else x.detach().cpu().clone()
+
+        def host_logits(d):
+            return None if d is None else {k: host(v) for k, v in d.items()}
+
+        return {"key_frame": host(self._key_frame), "key_logits": host_logits(self._key_logits),
+                "prev_small": None if self._prev_small is None else self._prev_small.copy(),
+                "prev_logits": host_logits(self._prev_logits), "since": self._since, "cuts": self.cuts.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a stream from :meth:`state_dict` (tensors go to the frames' device on the next batch)."""
+        def copy_logits(d):
+            return None if d is None else {k: v.clone() for k, v in d.items()}
+
+        self._key_frame = None if state["key_frame"] is None else state["key_frame"].clone()
+        self._key_logits = copy_logits(state["key_logits"])
+        self._prev_small = None if state["prev_small"] is None else state["prev_small"].copy()
+        self._prev_logits = copy_logits(state["prev_logits"])
+        self._since = int(state["since"])
+        self.cuts.load_state_dict(state["cuts"])
+
+    def _to(self, device: torch.device) -> None:
+        """Move the held tensors to ``device`` (after :meth:`load_state_dict`)."""
+        if self._key_frame is not None and self._key_frame.device != device:
+            self._key_frame = self._key_frame.to(device)
+        for name in ("_key_logits", "_prev_logits"):
+            d = getattr(self, name)
+            if d is not None:
+                setattr(self, name, {k: v.to(device) for k, v in d.items()})
+
     def _small(self, frames: torch.Tensor) -> np.ndarray:
         h, w = _flow_size(frames.shape[-2], frames.shape[-1], self.flow_side)
         return small_frames(frames, (h, w)).cpu().numpy()
@@ -142,6 +178,7 @@ class WorkReducer:
             ``{key: (B, P, S, S)}`` float32 logits, one per input frame, in order.
         """
         b = frames.shape[0]
+        self._to(frames.device)
         cuts = self.cuts.update(frames)
         small = self._small(frames) if self.stride > 1 else None
         # 1. decide, frame by frame: ("model", j) for the j-th key frame of this batch,

@@ -25,7 +25,13 @@ How exact segment-split results are (versus one pass over the clip):
   segments run one after another and the state is handed over
   (:func:`process_segments`, ``handover=True``, what the local engine does);
   approximated by the warm-up when segments run in parallel (the Ray engine).
+* ``stride`` / ``skip_static`` (:class:`~streammask.reduce.WorkReducer`): its state (key frame,
+  stride phase, scene cuts) is part of the stream state: identical with ``handover=True``;
+  approximated when segments run in parallel (the first warm-up frame is a key frame).
 * masquerade ``normalize_scope="batch"`` depends on where batches start: not identical.
+* audio: segments are written without it; :func:`concat_outputs` copies the source's audio
+  into the joined heatmap / matte videos once. A ``background`` video is addressed by the
+  clip's frame index, so every segment gets the frames one pass gives it.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from .video import FrameBatch, open_video, read_batches
 from .writers import partial_path
 
 __all__ = ["FrameRange", "frame_pts", "range_batches", "concat_video", "concat_sequence", "concat_outputs",
-           "segment_dir", "process_segments", "SEGMENTS_DIR"]
+           "segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names",
+           "check_joined_outputs"]
 
 SEGMENTS_DIR = ".segments"
 
@@ -150,8 +157,13 @@ def _first_pts(path: Path) -> tuple[int | None, Fraction]:
         return (min(pts) if pts else None), Fraction(stream.time_base)
 
 
-def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fraction] | None = None) -> Path:
+def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fraction] | None = None,
+                 audio_source: str | os.PathLike | None = None, audio_to_video_end: bool = False) -> Path:
     """Remux the video packets of ``parts`` (same codec and settings, in order) into ``final``, no re-encoding.
+
+    ``audio_source``: copy that file's audio streams into ``final`` once, interleaved with the video
+    (:class:`~streammask.audio.AudioCopier`, as a one-pass run does; segments are written without
+    audio), cut at the end of the last video frame when ``audio_to_video_end``.
 
     Timestamps are kept (segments written by streammask keep the source ``pts``). ``start_times``
     (exact seconds of each part's first frame) restores them where a part's container rounded
@@ -183,7 +195,12 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
                 for key, value in template.metadata.items():  # e.g. alpha_mode of VP9 with alpha in WebM
                     ostream.metadata[key] = value
                 extradata = template.codec_context.extradata
-                last_dts = None
+                audio = None
+                if audio_source is not None:
+                    from .audio import AudioCopier
+
+                    audio = AudioCopier(out, str(audio_source), suffix=final.suffix, name=final.name)
+                last_dts, video_end = None, None
                 for part, shift in zip(parts, shifts):
                     with av.open(str(part), metadata_errors="replace") as src:
                         stream = src.streams.video[0]
@@ -201,10 +218,19 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
                             if t is not None and last_dts is not None and t <= last_dts:
                                 raise OutputError(f"cannot join {part}: decode time {t} does not follow {last_dts}")
                             last_dts = t if t is not None else last_dts
+                            if packet.pts is not None:
+                                end = (packet.pts + (packet.duration or 0)) * packet.time_base
+                                video_end = end if video_end is None else max(video_end, end)
+                                if audio is not None:
+                                    audio.mux_until(float(packet.pts * packet.time_base))
                             packet.stream = ostream
                             out.mux(packet)
+                if audio is not None:
+                    audio.finish(float(video_end) if audio_to_video_end and video_end is not None else None)
                 out.close()
             except BaseException:
+                if audio is not None:
+                    audio.close()
                 out.close()
                 raise
     except BaseException:
@@ -248,10 +274,13 @@ def concat_sequence(parts: Sequence[Path], final: Path) -> Path:
 
 
 def concat_outputs(segment_dirs: Sequence[Path], out_dir: Path, names: Sequence[str], *,
-                   start_times: Sequence[Fraction] | None = None) -> dict[str, Path]:
+                   start_times: Sequence[Fraction] | None = None, audio_source: str | os.PathLike | None = None,
+                   audio_names: Sequence[str] = (), audio_to_video_end: bool = False) -> dict[str, Path]:
     """Join the outputs ``names`` (file or folder names, the same in every segment folder) into ``out_dir``.
 
     ``start_times``: exact seconds of each segment's first frame (see :func:`concat_video`).
+    ``audio_source``: the clip whose audio the joined videos ``audio_names`` get, once (see
+    :func:`concat_video` and :func:`audio_names`).
     """
     out_dir = Path(out_dir)
     result = {}
@@ -263,15 +292,31 @@ def concat_outputs(segment_dirs: Sequence[Path], out_dir: Path, names: Sequence[
         if parts[0].is_dir():
             result[name] = concat_sequence(parts, out_dir / name)
         else:
-            result[name] = concat_video(parts, out_dir / name, start_times=start_times)
+            result[name] = concat_video(parts, out_dir / name, start_times=start_times,
+                                        audio_source=audio_source if name in audio_names else None,
+                                        audio_to_video_end=audio_to_video_end)
     return result
 
 
-def _stateful(temporal: str, variants: Any) -> bool:
-    """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation)."""
+def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The file names among a segment's ``outputs`` (``{"variant.kind": path}``) that get the source's
+    audio when joined: the video files of :data:`~streammask.writers.AUDIO_KINDS`, unless ``audio`` is off."""
+    from .writers import AUDIO_KINDS
+
+    if not settings.get("audio", True):
+        return []
+    return [Path(p).name for key, p in outputs.items()
+            if key.rsplit(".", 1)[-1] in AUDIO_KINDS and Path(p).suffix != ""]
+
+
+def _stateful(temporal: str, variants: Any, settings: dict | None = None) -> bool:
+    """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation,
+    ``--stride`` / ``--skip-static``: the key frame the following frames get their masks from)."""
     from .pipeline import normalize_variants
 
     if temporal != "none":
+        return True
+    if settings and (int(settings.get("stride") or 1) > 1 or settings.get("skip_static")):
         return True
     masq = normalize_variants(variants).get("masquerade")
     return bool(masq and masq.get("normalize") == "yes" and masq.get("normalize_scope") == "running")
@@ -291,6 +336,31 @@ def segment_dir(clip_dir: Path, stem: str, number: int) -> Path:
 
 
 # -- sequential processing with state hand-over -----------------------------------------------------------------------
+
+def check_joined_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """What :func:`~streammask.process_video` checks before any work, for the joined outputs of a
+    segment-split run: no output replaces the input, and (unless ``overwrite``) none exists yet.
+    (The segments themselves go to streammask's own hidden folders, always replaced.)
+
+    Raises:
+        OutputExistsError, OutputError, ParameterError: as :func:`~streammask.safety.check_outputs`.
+    """
+    from .pipeline import RUN_PARAMS, normalize_variants
+    from .safety import DEFAULT_OUTPUT_TEMPLATE, check_outputs, plan_outputs
+    from .writers import FORMATS
+
+    def get(name: str) -> Any:
+        value = settings.get(name, RUN_PARAMS[name].default)
+        return RUN_PARAMS[name].validate(value)
+
+    kinds = get("outputs")
+    formats = {k: get(f"{k}_format") for k in ("mask", "heatmap", "matte")}
+    planned = plan_outputs(source, out_dir, variants=list(normalize_variants(settings.get("variants", ("soft",)))),
+                           kinds=kinds, formats=formats,
+                           template=settings.get("output_template") or DEFAULT_OUTPUT_TEMPLATE)
+    check_outputs(source, planned, overwrite=bool(settings.get("overwrite", False)),
+                  folders=[p for (_, k), p in planned.items() if FORMATS[k][formats[k]].suffix == ""])
+
 
 def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]], *, out_dir: str | os.PathLike,
                      overlap: int = 8, handover: bool = True, **process_kwargs: Any):
@@ -320,27 +390,36 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
     stem = Path(source).stem
     temporal = TEMPORAL_PARAMS.validate({k: v for k, v in process_kwargs.items() if k in TEMPORAL_PARAMS})
     causal = make_temporal(**{"name": temporal["temporal"], **temporal}).causal
-    handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)))
+    handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
+    check_joined_outputs(source, out, process_kwargs)  # like `run`: before any work
     index = frame_pts(source)
     state = None
     dirs, frames, stages, damaged, keys = [], 0, {}, 0, None
-    for number, (start, end) in enumerate(ranges):
-        carry = handover and causal and state is not None
-        rng = FrameRange(start, end, warmup_start=start if carry or number == 0 else max(0, start - overlap),
-                         state=state if carry else None, index=index, exact=handover and causal)
-        d = segment_dir(out, stem, number)
-        summary = process_video(source, out_dir=d, frame_range=rng,
-                                **{**process_kwargs, "overwrite": True})  # segment folders are streammask's own
-        state = rng.state_out
-        dirs.append(d)
-        frames += summary.frames
-        damaged += summary.damaged_packets
-        for k, v in summary.stage_seconds.items():
-            stages[k] = stages.get(k, 0.0) + v
-        keys = summary.outputs
-    names = [Path(p).name for p in keys.values()]
-    joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]))
-    shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
+    model_frames, batch_size = None, None
+    try:
+        for number, (start, end) in enumerate(ranges):
+            carry = handover and causal and state is not None
+            rng = FrameRange(start, end, warmup_start=start if carry or number == 0 else max(0, start - overlap),
+                             state=state if carry else None, index=index, exact=handover and causal)
+            d = segment_dir(out, stem, number)
+            summary = process_video(source, out_dir=d, frame_range=rng,
+                                    **{**process_kwargs, "overwrite": True})  # segment folders are streammask's own
+            state = rng.state_out
+            dirs.append(d)
+            frames += summary.frames
+            damaged += summary.damaged_packets
+            for k, v in summary.stage_seconds.items():
+                stages[k] = stages.get(k, 0.0) + v
+            keys = summary.outputs
+            batch_size = summary.batch_size
+            if summary.model_frames is not None:  # --stride / --skip-static (warm-up frames included)
+                model_frames = (model_frames or 0) + summary.model_frames
+        names = [Path(p).name for p in keys.values()]
+        joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
+                                audio_source=source, audio_names=audio_names(keys, process_kwargs),
+                                audio_to_video_end=process_kwargs.get("max_frames") is not None)
+    finally:  # joined or failed: the segments go (a failed run leaves nothing that looks finished)
+        shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
     outputs = {k: joined[Path(p).name] for k, p in keys.items()}
     return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,
-                      stage_seconds=stages, damaged_packets=damaged)
+                      stage_seconds=stages, damaged_packets=damaged, batch_size=batch_size, model_frames=model_frames)

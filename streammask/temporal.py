@@ -250,6 +250,8 @@ class SceneCutDetector:
         thumbs = thumbnails(frames)
         flags, scores = [], []
         prev = self._prev
+        if prev is not None and prev.device != thumbs.device:  # loaded from a state_dict (on the host)
+            prev = prev.to(thumbs.device)
         for t in thumbs:
             score = math.inf if prev is None else float((t - prev).abs().mean())
             scores.append(score)

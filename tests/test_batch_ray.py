@@ -200,3 +200,23 @@ def test_retry_policy():
             self.cause = cause
 
     assert not is_retryable(Wrapped(InvalidVideoError("x"))) and is_retryable(Wrapped(MemoryError()))
+
+
+@needs_ray
+def test_ray_segment_join_has_the_source_audio_once(ray_cluster, tmp_path, tiny_model, tiny_model_dir):
+    from test_outputs_compositing import make_source
+
+    (tmp_path / "in").mkdir()
+    clip = make_source(tmp_path / "in" / "talk.mp4", pts=[i * 1001 for i in range(24)], audio=True)
+    kw = {**KW, "outputs": ["matte"]}
+    local = run_batch([clip], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **kw)
+    rep = run_batch([clip], out_dir=tmp_path / "ray", engine="ray", actors=2, model=tiny_model_dir,
+                    segment_seconds=0.3, overlap_frames=2, **kw)
+    assert [(r.status, r.frames) for r in rep.results] == [("ok", 24)], rep.results[0].error
+
+    def audio(path):
+        with av.open(str(path)) as c:
+            return [(p.pts, bytes(p)) for p in c.demux(audio=0) if p.size]
+
+    one, joined = audio(local.results[0].outputs["soft.matte"]), audio(rep.results[0].outputs["soft.matte"])
+    assert joined and joined == one  # once, the same packets and timestamps as one pass

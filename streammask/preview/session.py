@@ -96,6 +96,7 @@ class PreviewSession:
                  outputs: Sequence[str] | str = ("mask", "heatmap", "matte"), batch_size: int = 1,
                  mask_format: str = "mp4", heatmap_format: str = "mp4", matte_format: str = "prores",
                  heatmap_alpha: float = 0.5, colormap: str = "jet", temporal: str = "none",
+                 overwrite: bool = False, output_template: str | None = None,
                  display: Any = None, key_source: Callable[[], Sequence[str]] | None = None,
                  on_frame: Callable[["PreviewSession"], None] | None = None,
                  opener: Callable[[SourceSpec], Iterator[tuple]] | None = None,
@@ -120,6 +121,14 @@ class PreviewSession:
         self.serve_address = (parse_serve(self.settings["serve"], allow_remote=self.settings["allow_remote"])
                               if self.settings["serve"] else None)
         self.spec = parse_source(source)
+        self.overwrite = RUN_PARAMS["overwrite"].validate(overwrite)
+        self.output_template = RUN_PARAMS["output_template"].validate(
+            output_template if output_template is not None else RUN_PARAMS["output_template"].default)
+        # like `run`, before any work: the recordings' names, no input replaced, no existing file unless overwrite
+        self.record_paths = (recording_paths(self.spec, self.settings["record"], variants=tuple(self.variant_params),
+                                             outputs=self.outputs, formats=self.formats,
+                                             template=self.output_template, overwrite=self.overwrite)
+                             if self.settings["record"] else {})
         self.segmenter = segmenter
         self._MaskPipeline = MaskPipeline
         names = tuple(self.variant_params)
@@ -172,14 +181,17 @@ class PreviewSession:
     # -- recording ---------------------------------------------------------------------------------------------------
     def _open_recording(self, first: CapturedFrame) -> None:
         from ..stages import SinkThread
-        from ..writers import make_writer
+        from ..writers import FORMATS, make_writer
 
         out = Path(self.settings["record"])
         out.mkdir(parents=True, exist_ok=True)
         h, w = first.rgb.shape[:2]
         for name in self.variant_params:
             for kind in self.outputs:
-                wr = make_writer(kind, self.formats[kind], out / f"{self.spec.name}.{name}.{kind}", width=w, height=h,
+                path = self.record_paths[(name, kind)]
+                suffix = FORMATS[kind][self.formats[kind]].suffix
+                stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
+                wr = make_writer(kind, self.formats[kind], stem, width=w, height=h,
                                  rate=first.rate or Fraction(30), time_base=first.time_base)
                 self._writers[(name, kind)] = wr
                 self._sinks[(name, kind)] = SinkThread(lambda item, wr=wr: wr.write(*item), maxsize=4,
@@ -364,6 +376,31 @@ class PreviewSession:
                 "mask": shown["mask"][-1]}
 
 
+def recording_paths(spec: SourceSpec, record: str | os.PathLike, *, variants: Sequence[str], outputs: Sequence[str],
+                    formats: Mapping[str, str], template: str | None = None,
+                    overwrite: bool = False) -> dict[tuple[str, str], Path]:
+    """The final paths of ``--record``'s outputs (``{(variant, kind): path}``), checked as `run` checks
+    its outputs: names from ``template`` stay in ``record``, none replaces a file source, and none
+    exists already unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: an output exists and not ``overwrite`` (the message names it and ``--overwrite``).
+        ParameterError, OutputError: a bad template, an output that would replace the source.
+    """
+    from ..safety import DEFAULT_OUTPUT_TEMPLATE, check_outputs, plan_outputs
+    from ..writers import FORMATS
+
+    # plan_outputs names outputs after the source's stem: a camera or stream is named by spec.name
+    source = Path(spec.url) if spec.kind == "file" else Path(f"{spec.name}.live")
+    if Path(source).stem != spec.name:
+        source = Path(f"{spec.name}.live")
+    planned = plan_outputs(source, record, variants=variants, kinds=outputs, formats=formats,
+                           template=template or DEFAULT_OUTPUT_TEMPLATE)
+    check_outputs(source, planned, overwrite=overwrite,
+                  folders=[p for (_, k), p in planned.items() if FORMATS[k][formats[k]].suffix == ""])
+    return planned
+
+
 def run_preview(source: str | os.PathLike, *, prompt: str, model: str | os.PathLike | None = None,
             revision: str | None = None, device: str = "auto", dtype: str = "auto", segmenter: Any = None,
             **options: Any) -> PreviewSummary:
@@ -382,17 +419,23 @@ def run_preview(source: str | os.PathLike, *, prompt: str, model: str | os.PathL
     Returns:
         A :class:`PreviewSummary` (frames shown and dropped, latency, recordings).
     """
+    from ..perf import MODEL_SPEED_PARAMS
+
+    speed = {p.name: options.pop(p.name) for p in MODEL_SPEED_PARAMS if p.name in options}
     if segmenter is None:
         from ..model import DEFAULT_MODEL, load_clipseg
 
-        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype)
+        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, **speed)
     return PreviewSession(source, prompt=prompt, segmenter=segmenter, **options).run()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------------------------------
-_RUN_KEYS_NOT_IN_PREVIEW = ("out_dir", "max_frames", "queue_size", "progress", "strict", "keep_partial")
+_RUN_KEYS_NOT_IN_PREVIEW = ("out_dir", "max_frames", "queue_size", "progress", "strict", "keep_partial",
+                            # not (yet) applied to a live preview or its recordings: not offered
+                            "audio", "matte_style", "matte_color", "background", "max_batch_mb",
+                            "stride", "skip_static", "static_psnr")
 
 
 def add_preview_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -482,6 +525,9 @@ def run_preview_command(args: argparse.Namespace) -> int:
     revision = settings.pop("revision", None)
     device = settings.pop("device", "auto")
     dtype = settings.pop("dtype", "auto")
+    from ..perf import MODEL_SPEED_PARAMS
+
+    speed = {p.name: settings.pop(p.name) for p in MODEL_SPEED_PARAMS if p.name in settings}
     quiet = args.quiet
     record = settings.get("record")
     session = None
@@ -495,7 +541,16 @@ def run_preview_command(args: argparse.Namespace) -> int:
         from ..temporal import TEMPORAL_PARAMS
 
         _check_causal(TEMPORAL_PARAMS.validate({k: v for k, v in settings.items() if k in TEMPORAL_PARAMS}))
-        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype)
+        if record:  # existing recordings: refused before the model load, as `run` does
+            from ..pipeline import RUN_PARAMS, normalize_variants
+
+            recording_paths(parse_source(args.source), record,
+                            variants=tuple(normalize_variants(settings.get("variants", ("soft",)))),
+                            outputs=RUN_PARAMS["outputs"].validate(settings.get("outputs", ("mask", "heatmap", "matte"))),
+                            formats={k: settings.get(f"{k}_format", RUN_PARAMS[f"{k}_format"].default)
+                                     for k in ("mask", "heatmap", "matte")},
+                            template=settings.get("output_template"), overwrite=bool(settings.get("overwrite")))
+        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, **speed)
         session = PreviewSession(args.source, prompt=prompt, segmenter=segmenter,
                                  on_frame=None if quiet else _status_printer(sys.stderr),
                                  prompt_lines=_stdin_prompts(), announce=sys.stderr, **settings)
