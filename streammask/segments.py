@@ -412,6 +412,8 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
                 stages[k] = stages.get(k, 0.0) + v
             keys = summary.outputs
             batch_size = summary.batch_size
+            if process_kwargs.get("batch_size") is None:  # automatic: chosen once, by the first segment
+                process_kwargs = {**process_kwargs, "batch_size": batch_size}
             if summary.model_frames is not None:  # --stride / --skip-static (warm-up frames included)
                 model_frames = (model_frames or 0) + summary.model_frames
         names = [Path(p).name for p in keys.values()]
