@@ -40,12 +40,14 @@ def prefetch(iterable: Iterable[T], *, maxsize: int = 2, name: str = "producer",
              stop: threading.Event | None = None) -> Iterator[T]:
     """Iterate ``iterable`` in a background thread, at most ``maxsize`` items ahead.
 
-    An exception raised by the producer is re-raised here, in the consumer. If the
-    consumer stops early (``break``, exception, ``close()``), the producer is told to
-    stop and is joined.
+    An exception raised by the producer is re-raised here, in the consumer, as soon as
+    the consumer asks for its next item (it does not wait behind the items already
+    queued, so a failed stage stops the run at once). If the consumer stops early
+    (``break``, exception, ``close()``), the producer is told to stop and is joined.
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
     stop = stop or threading.Event()
+    failed: list[BaseException] = []  # the producer's exception, seen before the queued items
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -71,6 +73,7 @@ def prefetch(iterable: Iterable[T], *, maxsize: int = 2, name: str = "producer",
                     break
             put(_DONE)
         except BaseException as exc:  # forwarded to the consumer
+            failed.append(exc)
             put(_Failure(exc))
         finally:
             close = getattr(it, "close", None)
@@ -84,6 +87,8 @@ def prefetch(iterable: Iterable[T], *, maxsize: int = 2, name: str = "producer",
     thread.start()
     try:
         while True:
+            if failed:
+                raise failed[0]
             try:
                 item = q.get(timeout=0.1)
             except queue.Empty:

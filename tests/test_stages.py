@@ -19,6 +19,25 @@ def test_prefetch_yields_in_order_and_forwards_errors():
     assert out == [1, 2]
 
 
+def test_prefetch_error_does_not_wait_behind_queued_items():
+    """A failed producer stops the consumer at its next item, not after the items already queued."""
+    queued = threading.Event()
+
+    def gen():
+        for i in range(4):
+            yield i
+        queued.set()  # items 1..3 sit in the queue now (item 0 may have been taken)
+        raise ValueError("decoder died")
+
+    out = []
+    with pytest.raises(ValueError, match="decoder died"):
+        for x in prefetch(gen(), maxsize=4):
+            out.append(x)
+            assert queued.wait(5)
+            time.sleep(0.05)  # let the failure be recorded before the next item is asked for
+    assert len(out) <= 2, out
+
+
 def test_prefetch_consumer_stop_stops_producer():
     produced = []
     stopped = threading.Event()
