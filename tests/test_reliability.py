@@ -162,7 +162,9 @@ def test_signal_stops_run_cleanly(tmp_path, tiny_model_dir, long_clip, sig, code
     os.set_blocking(proc.stderr.fileno(), True)
     err = (buf + proc.stderr.read()).decode(errors="replace")
     assert rc == code, err
-    assert elapsed < 3.0, elapsed
+    # ~1 s on a quiet 2-core machine (the stderr line comes within ~10 ms; the rest is the interpreter's exit
+    # with torch loaded); the bound only guards against a hang, since other work on the cores stretches it
+    assert elapsed < 8.0, elapsed
     last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("streammask:")]
     assert len(last) == 1 and ("SIGINT" if sig == signal.SIGINT else "SIGTERM") in last[0], err
     assert "Traceback" not in err
