@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-__all__ = ["run_benchmark", "format_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
+__all__ = ["run_benchmark", "run_encoder_benchmark", "NullSegmenter", "format_markdown", "format_encoder_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
            "STAGES"]
 
 PROMPT = "person"
@@ -375,6 +375,196 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
     return result
 
 
+# -- encoder-bound mode: a null segmenter ---------------------------------------------------------------------------
+
+class NullSegmenter:
+    """A :class:`~streammask.pipeline.Segmenter` with (almost) no cost: fixed logits of the right shape.
+
+    With it the pipeline is bound by decode, post-processing and the encoders, as it is behind a
+    fast GPU model. The logits are a soft disc (so the mask has edges for the encoders to code,
+    unlike a constant), built once per ``(prompts, size)`` on the frames' device and expanded
+    (no copy) to the batch.
+
+    Args:
+        device: where the logits live (the frames' device).
+        size: the model side the pipeline asks for by default (352, CLIPSeg's).
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, *, device: str | torch.device = "cpu", size: int = 352) -> None:
+        self.device = torch.device(device)
+        self.size = size
+        self.calls = 0
+        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def segment(self, frames: torch.Tensor, prompts, *, preprocess: str = "pil", size: int | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 frames -> ``(B, P, S, S)`` float32 logits (a disc, the same for every frame)."""
+        side = int(size or self.size)
+        key = (len(prompts), side, str(frames.device))
+        base = self._cache.get(key)
+        if base is None:
+            r = torch.linspace(-1.0, 1.0, side, device=frames.device)
+            dist = torch.sqrt(r[None, :] ** 2 + r[:, None] ** 2)
+            base = ((0.6 - dist) * 12.0).expand(len(prompts), side, side).contiguous()
+            self._cache[key] = base
+        self.calls += 1
+        return base.unsqueeze(0).expand(frames.shape[0], -1, -1, -1)
+
+
+def _pipeline_only(input, tmp: Path, seg: NullSegmenter, outputs: tuple[str, ...], *, frames: int,
+                   batch_size: int, name: str):
+    from .pipeline import process_video
+
+    return process_video(input, out_dir=tmp / name, prompt=PROMPT, variants=(VARIANT,), outputs=outputs,
+                         segmenter=seg, batch_size=batch_size, max_frames=frames, progress=False, audio=False,
+                         **{f"{k}_format": FORMATS[k] for k in outputs})
+
+
+def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8,
+                          device: str = "auto") -> dict[str, Any]:
+    """Encoder-bound benchmark: the pipeline with a :class:`NullSegmenter` vs each encoder alone.
+
+    Measures, on the same clip:
+
+    * ``decode_fps``: decoding to RGB alone;
+    * ``pipeline_only_fps``: :func:`~streammask.process_video` with decode, post-processing and
+      all three outputs (mask, heatmap: H.264; matte: ProRes 4444) on their threads, no model cost;
+      ``pipeline_only_fps_mask_heatmap``: the same with mask and heatmap only;
+    * ``encoder_standalone_fps``: ``{kind: fps}``, each output's writer (same size and format) fed
+      frames rendered (and, for the matte, composed) beforehand, in a tight loop on one thread;
+      only ``write`` + ``close`` are timed (colour conversion + encode + mux);
+    * ``encoder_bound_ratio``: ``pipeline_only_fps / min(encoder_standalone_fps)`` (issue 7's
+      target on a GPU: >= 0.9 with the ProRes matte), and ``encoder_bound_ratio_mask_heatmap``.
+
+    Args:
+        input: video file.
+        frames: frames to use (the first ``frames`` of the clip).
+        batch_size: frames per batch in the pipeline.
+        device: where frames are post-processed (``auto``: CUDA when available).
+
+    Returns:
+        A JSON-ready dict (keys above, plus ``end_to_end_busy_s`` per configuration, the device,
+        ``load_avg`` before / after and ``versions``).
+    """
+    from .model import resolve_device
+    from .pipeline import MaskPipeline
+    from .video import probe, read_batches
+    from .writers import FORMATS as OUT_FORMATS, make_writer
+
+    frames = _validate_int("frames", frames, 1)
+    batch_size = _validate_int("batch_size", batch_size, 1)
+    info = probe(input)
+    dev = resolve_device(device)
+    seg = NullSegmenter(device=dev)
+    load_before = _load_avg()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streammask-bench-null-")))
+        stack.enter_context(torch.no_grad())
+
+        t0 = time.perf_counter()
+        n = 0
+        for b in read_batches(input, batch_size=batch_size, max_frames=frames):
+            n += len(b.frames)
+        decode_s = time.perf_counter() - t0
+
+        _pipeline_only(input, tmp, seg, ("mask",), frames=min(n, batch_size), batch_size=batch_size, name="warm")
+        runs = {}
+        for label, outs in (("mask_heatmap", ("mask", "heatmap")), ("all", OUTPUTS)):
+            runs[label] = _pipeline_only(input, tmp, seg, outs, frames=n, batch_size=batch_size, name=label)
+
+        # each encoder alone: render (and compose) frames first, then time only the writer
+        pipe = MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,))
+        bits = {k: OUT_FORMATS[k][FORMATS[k]].bits for k in OUTPUTS}
+        standalone: dict[str, float] = {}
+        for kind in OUTPUTS:
+            rendered: list[tuple[np.ndarray, list[int]]] = []
+            for b in read_batches(input, batch_size=batch_size, max_frames=n):
+                host = np.asarray(b.frames)
+                x = pipe.to_device(host)
+                res = pipe.process(x)[VARIANT]
+                rendered.append((np.ascontiguousarray(pipe.render(x, res, (kind,), host_frames=host, bits=bits)[kind]),
+                                 list(b.pts)))
+            pipe.reset()
+            writer = make_writer(kind, FORMATS[kind], tmp / f"standalone.{kind}", width=info.width,
+                                 height=info.height, rate=info.frame_rate, time_base=info.time_base)
+            try:
+                t0 = time.perf_counter()
+                for arr, pts in rendered:
+                    writer.write(arr, pts)
+                writer.close()
+                standalone[kind] = n / (time.perf_counter() - t0)
+            except BaseException:
+                writer.abort()
+                raise
+            del rendered
+    load_after = _load_avg()
+
+    fps = {label: s.frames / s.seconds for label, s in runs.items()}
+    slowest_all = min(standalone.values())
+    slowest_mh = min(standalone[k] for k in ("mask", "heatmap"))
+    return {
+        "mode": "null_segmenter",
+        "input": os.fspath(input),
+        "resolution": f"{info.width}x{info.height}",
+        "frame_rate": str(info.frame_rate) if info.frame_rate else None,
+        "frames": n,
+        "batch_size": batch_size,
+        "variant": VARIANT,
+        "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({_cpu_model()})"),
+        "decode_fps": round(n / decode_s, 3),
+        "pipeline_only_fps": round(fps["all"], 3),
+        "pipeline_only_fps_mask_heatmap": round(fps["mask_heatmap"], 3),
+        "encoder_standalone_fps": {k: round(v, 3) for k, v in standalone.items()},
+        "slowest_encoder": min(standalone, key=standalone.get),
+        "encoder_bound_ratio": round(fps["all"] / slowest_all, 3),
+        "encoder_bound_ratio_mask_heatmap": round(fps["mask_heatmap"] / slowest_mh, 3),
+        "end_to_end_busy_s": {label: {k: round(v, 4) for k, v in s.stage_seconds.items()} for label, s in runs.items()},
+        "end_to_end_s": {label: round(s.seconds, 4) for label, s in runs.items()},
+        "segmenter_calls": seg.calls,
+        "load_avg": {"before": load_before, "after": load_after},
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "versions": _versions(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _load_avg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def format_encoder_markdown(r: dict[str, Any]) -> str:
+    """The encoder-bound (null segmenter) result as markdown tables."""
+    v = r["versions"]
+    lines = [
+        f"Clip `{r['input']}` ({r['resolution']}, {r['frames']} frames), batch {r['batch_size']}, null segmenter "
+        f"(no model cost), {r['device']}",
+        "",
+        "| measurement | frames/s |",
+        "|---|---|",
+        f"| decode alone | {_num(r['decode_fps'])} |",
+    ]
+    for kind, fps in r["encoder_standalone_fps"].items():
+        lines.append(f"| {kind} encoder alone ({r['outputs'][kind]}, one calling thread, pre-rendered frames) | {_num(fps)} |")
+    lines += [
+        f"| pipeline only, mask + heatmap | {_num(r['pipeline_only_fps_mask_heatmap'])} |",
+        f"| pipeline only, mask + heatmap + matte | {_num(r['pipeline_only_fps'])} |",
+        f"| ratio, mask + heatmap / slowest of their encoders | {_num(r['encoder_bound_ratio_mask_heatmap'])} |",
+        f"| ratio, all three / slowest encoder ({r['slowest_encoder']}) | {_num(r['encoder_bound_ratio'])} |",
+        "",
+        f"load average before / after: {r['load_avg']['before']} / {r['load_avg']['after']}" if r.get("load_avg") and
+        r["load_avg"]["before"] is not None else "load average: n/a",
+        "",
+        f"streammask {v['streammask']}, Python {v['python']}, torch {v['torch']}, PyAV {v['av']}, "
+        f"CPU {v['cpu']} x{v['cpu_count']}",
+    ]
+    return "\n".join(lines)
+
+
 # -- report ---------------------------------------------------------------------------------------------------------
 
 def _num(v: Any, fmt: str = "{:.3f}") -> str:
@@ -383,6 +573,8 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
 
 def format_markdown(r: dict[str, Any]) -> str:
     """The benchmark result as markdown tables (throughput, stages, memory, environment)."""
+    if r.get("mode") == "null_segmenter":
+        return format_encoder_markdown(r)
     v = r["versions"]
     n = r["frames"]
     lines = [
@@ -430,6 +622,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="model id or directory (default: full-size rd64-refined architecture, random weights)")
     p.add_argument("--seed-frames", type=int, default=None, help="frames for the seed-style loop (default: --frames)")
+    p.add_argument("--segmenter", default="clipseg", choices=("clipseg", "null"),
+                   help="null: no model (fixed logits), to measure the pipeline against each encoder alone "
+                        "(encoder-bound, as behind a fast GPU)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON ('-': stdout)")
     return p
 
@@ -455,8 +650,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from .errors import StreamMaskError
 
     try:
-        result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
-                               dtype=args.dtype, model=args.model, seed_frames=args.seed_frames)
+        if getattr(args, "segmenter", "clipseg") == "null":
+            result = run_encoder_benchmark(args.input, frames=args.frames, batch_size=args.batch_size,
+                                           device=args.device)
+        else:
+            result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
+                                   dtype=args.dtype, model=args.model, seed_frames=args.seed_frames)
     except StreamMaskError as exc:
         print(f"streammask: error: {exc}", file=sys.stderr)
         return 2

@@ -90,3 +90,47 @@ def test_cuda_figures(tmp_path, tiny_model_dir):
     assert r["device"].startswith("cuda") and r["dtype"] == "float16"
     assert _positive(r["peak_gpu_mem_mb"]) and _positive(r["model_only_fps"]) and _positive(r["end_to_end_fps"])
     assert all(_positive(v) for v in r["stages_s"].values())
+
+
+# -- encoder-bound mode (null segmenter): structure only, no timing assertions ---------------------------------------
+
+def test_null_segmenter_is_a_segmenter_of_the_right_shape():
+    from streammask.bench import NullSegmenter
+
+    seg = NullSegmenter(device="cpu")
+    frames = torch.zeros(3, 3, 20, 30, dtype=torch.uint8)
+    logits = seg.segment(frames, ["a", "b"], size=64)
+    assert logits.shape == (3, 2, 64, 64) and logits.dtype == torch.float32
+    assert logits.device == frames.device
+    p = torch.sigmoid(logits)
+    assert p.max() > 0.9 and p.min() < 0.1  # a disc with edges, not a constant
+    assert seg.segment(frames, ["a"]).shape == (3, 1, 352, 352)
+
+
+def test_null_segmenter_mode_keys(tmp_path, capsys):
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=6)
+    out = tmp_path / "null.json"
+    args = _parser().parse_args(["bench", str(clip), "--segmenter", "null", "--frames", "4", "--batch-size", "2",
+                                 "--device", "cpu", "--json", str(out)])
+    assert run_bench_command(args) == 0
+    text = capsys.readouterr().out
+    assert "null segmenter" in text and "| pipeline only, mask + heatmap + matte |" in text
+    r = json.loads(out.read_text())
+    assert r["mode"] == "null_segmenter" and r["frames"] == 4 and r["segmenter_calls"] > 0
+    for key in ("pipeline_only_fps", "pipeline_only_fps_mask_heatmap", "decode_fps", "encoder_bound_ratio",
+                "encoder_bound_ratio_mask_heatmap"):
+        assert _positive(r[key]), (key, r[key])
+    assert set(r["encoder_standalone_fps"]) == {"mask", "heatmap", "matte"}
+    assert all(_positive(v) for v in r["encoder_standalone_fps"].values())
+    assert r["slowest_encoder"] in r["encoder_standalone_fps"]
+    assert any(k.startswith("encode") for k in r["end_to_end_busy_s"]["all"])
+    assert r["device"].startswith("cpu")
+
+
+def test_null_segmenter_mode_bad_input_is_one_line(tmp_path, capsys):
+    args = _parser().parse_args(["bench", str(tmp_path / "missing.mp4"), "--segmenter", "null"])
+    assert run_bench_command(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streammask: error:") and len(err.strip().splitlines()) == 1
