@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from fractions import Fraction
@@ -53,16 +54,30 @@ def carphone(tmp_path) -> Path:
 GOP_RATE = Fraction(30000, 1001)
 
 
-def encode_frames(container, stream, images, pts, time_base=None) -> None:
-    """Encode RGB uint8 ``images`` with their ``pts`` into ``stream`` and flush it."""
+def encode_frames(container, stream, frames, pts=None, time_base=None, *, format: str = "rgb24",
+                  reformat: str | None = None) -> None:
+    """Encode ``frames`` into ``stream``, mux every packet into ``container`` and flush the encoder.
+
+    Args:
+        frames: arrays, each (H, W, 3) of ``format`` (uint8 ``rgb24`` or uint16 ``rgb48le``), or ``av`` frames
+            (video or audio), encoded as they are.
+        pts: one pts per frame; ``None`` keeps the frames' own.
+        time_base: set on every frame when given.
+        format: the pixel format of the arrays.
+        reformat: the pixel format the arrays are converted to before encoding (e.g. ``yuv422p10le``).
+    """
     import av
 
-    for img, p in zip(images, pts):
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts = p
+    for frame, p in zip(frames, itertools.repeat(None) if pts is None else pts):
+        if isinstance(frame, np.ndarray):
+            frame = av.VideoFrame.from_ndarray(frame, format=format)
+            if reformat is not None:
+                frame = frame.reformat(format=reformat)
+        if p is not None:
+            frame.pts = p
         if time_base is not None:
-            f.time_base = time_base
-        for packet in stream.encode(f):
+            frame.time_base = time_base
+        for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode(None):
         container.mux(packet)
