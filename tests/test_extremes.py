@@ -218,23 +218,13 @@ def test_probe_gives_up_after_a_bound(tmp_path):
         probe(tmp_path / "bad.avi")
 
 
-def _zero_frames(path: Path) -> Path:
-    """An AVI with a video stream header and no frame."""
+def _zero_frames(path: Path, codec: str = "mjpeg", pix_fmt: str = "yuvj420p") -> Path:
+    """A file with a video stream header and no frame (default: an MJPEG AVI)."""
     import av
 
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mjpeg", rate=25)
-        s.width, s.height, s.pix_fmt = 16, 16, "yuvj420p"
-        c.start_encoding()
-    return path
-
-
-def _zero_frames_mkv(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 16, 16, pix_fmt
         c.start_encoding()
     return path
 
@@ -272,7 +262,8 @@ def _all_damaged(path: Path) -> Path:
 
 @pytest.mark.parametrize("case,make,name,needle", [
     ("zero video frames (avi)", _zero_frames, "zero.avi", "no decodable video frames"),
-    ("zero video frames (mkv)", _zero_frames_mkv, "zero.mkv", "ends before its first frame"),
+    ("zero video frames (mkv)", lambda p: _zero_frames(p, "ffv1", "yuv420p"), "zero.mkv",
+     "ends before its first frame"),
     ("audio only", _audio_only, "sound.wav", "no video stream (it holds audio only)"),
     ("still image", _image, "picture.png", "still image"),
     ("still image named .mp4", _image, "picture.mp4", "still image"),
