@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,6 +150,24 @@ def write_mjpeg_avi(path: Path, frames: int = 20, size=(64, 48)) -> Path:
         images = (np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8) for i in range(frames))
         encode_frames(c, s, images, range(frames))
     return path
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, options: str, *, what: str = "a tmpfs"):
+    """Mount a tmpfs with ``options`` (e.g. ``"ro,size=64k"``) on the new folder ``mnt`` for the ``with`` block and
+    lazily unmount it after; skips the test where there is no ``mount`` or no right to mount (``what`` names the
+    mount in the skip reason)."""
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command on this machine")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount {what} here (needs root and mount rights; CI may not allow it): "
+                    f"{r.stderr.strip() or 'mount failed'}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture
