@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from oracle import CLIP_KINDS, OracleSegmenter, benchmark_clips, score  # noqa: E402
+from oracle import CLIP_KINDS, OracleSegmenter, add_benchmark_arguments, benchmark_clips, score  # noqa: E402
 from streammask.temporal import make_temporal  # noqa: E402
 
 # (label, method, params, shown in the main table)
@@ -202,11 +202,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--length", type=int, default=60, help="frames per clip")
-    ap.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
-    ap.add_argument("--side", type=int, default=352, help="model side S of the oracle's logits")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--batch-size", type=int, default=8)
+    add_benchmark_arguments(ap)
     ap.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "temporal_results.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "temporal.png")
     args = ap.parse_args(argv)

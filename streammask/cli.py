@@ -160,12 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamMaskError as exc:
         print(f"streammask: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"streammask: interrupted (SIGINT); partial outputs were {_kept(settings)}", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"streammask: terminated (SIGTERM); partial outputs were {_kept(settings)}", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        return stopped_exit_code(exc, f"; partial outputs were {_kept(settings)}")
     except Exception as exc:  # a stage crashed mid-run (a bug, or the system: out of memory, ...): exit 1
         print(f"streammask: failed: {type(exc).__name__}: {exc}; partial outputs were {_kept(settings)} "
               "(STREAMMASK_TRACEBACK=1 prints the traceback)", file=sys.stderr)
@@ -177,6 +173,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def stopped_exit_code(exc: BaseException, detail: str = "", *, lead: str = "") -> int:
+    """Print the one stderr line for a run stopped by Ctrl-C or SIGTERM and return its exit status.
+
+    Args:
+        exc: the :class:`KeyboardInterrupt` (130, ``interrupted (SIGINT)``) or :class:`Terminated`
+            (143, ``terminated (SIGTERM)``).
+        detail: text after the reason (e.g. ``"; partial outputs were kept"``).
+        lead: text before ``streammask:`` (the preview's ``"\n"`` ends its status line first).
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{lead}streammask: interrupted (SIGINT){detail}", file=sys.stderr)
+        return 130
+    print(f"{lead}streammask: terminated (SIGTERM){detail}", file=sys.stderr)
+    return 143
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -53,16 +56,30 @@ def carphone(tmp_path) -> Path:
 GOP_RATE = Fraction(30000, 1001)
 
 
-def encode_frames(container, stream, images, pts, time_base=None) -> None:
-    """Encode RGB uint8 ``images`` with their ``pts`` into ``stream`` and flush it."""
+def encode_frames(container, stream, frames, pts=None, time_base=None, *, format: str = "rgb24",
+                  reformat: str | None = None) -> None:
+    """Encode ``frames`` into ``stream``, mux every packet into ``container`` and flush the encoder.
+
+    Args:
+        frames: arrays, each (H, W, 3) of ``format`` (uint8 ``rgb24`` or uint16 ``rgb48le``), or ``av`` frames
+            (video or audio), encoded as they are.
+        pts: one pts per frame; ``None`` keeps the frames' own.
+        time_base: set on every frame when given.
+        format: the pixel format of the arrays.
+        reformat: the pixel format the arrays are converted to before encoding (e.g. ``yuv422p10le``).
+    """
     import av
 
-    for img, p in zip(images, pts):
-        f = av.VideoFrame.from_ndarray(img, format="rgb24")
-        f.pts = p
+    for frame, p in zip(frames, itertools.repeat(None) if pts is None else pts):
+        if isinstance(frame, np.ndarray):
+            frame = av.VideoFrame.from_ndarray(frame, format=format)
+            if reformat is not None:
+                frame = frame.reformat(format=reformat)
+        if p is not None:
+            frame.pts = p
         if time_base is not None:
-            f.time_base = time_base
-        for packet in stream.encode(f):
+            frame.time_base = time_base
+        for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode(None):
         container.mux(packet)
@@ -133,6 +150,24 @@ def write_mjpeg_avi(path: Path, frames: int = 20, size=(64, 48)) -> Path:
         images = (np.random.RandomState(i).randint(0, 255, (h, w, 3), np.uint8) for i in range(frames))
         encode_frames(c, s, images, range(frames))
     return path
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, options: str, *, what: str = "a tmpfs"):
+    """Mount a tmpfs with ``options`` (e.g. ``"ro,size=64k"``) on the new folder ``mnt`` for the ``with`` block and
+    lazily unmount it after; skips the test where there is no ``mount`` or no right to mount (``what`` names the
+    mount in the skip reason)."""
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command on this machine")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount {what} here (needs root and mount rights; CI may not allow it): "
+                    f"{r.stderr.strip() or 'mount failed'}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture

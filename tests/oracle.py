@@ -216,6 +216,17 @@ def benchmark_clips(*, length: int = 60, size: tuple[int, int] = (240, 320), see
     return [make_clip(k, length=length, size=size, seed=seed, motion=motion) for k in CLIP_KINDS]
 
 
+def add_benchmark_arguments(parser) -> None:
+    """The oracle benchmarks' shared flags (``benchmarks/temporal_quality.py``, ``benchmarks/reduce_quality.py``):
+    ``--length``, ``--size H W`` (for :func:`benchmark_clips`), ``--side`` (the oracle's model side), ``--seeds``
+    and ``--batch-size``."""
+    parser.add_argument("--length", type=int, default=60, help="frames per clip")
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    parser.add_argument("--side", type=int, default=352, help="model side S of the oracle's logits")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
 # ---------------------------------------------------------------------------
 # oracle segmenter
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from streammask.errors import InvalidVideoError
 from streammask.safety import fit_batch_to_memory, queue_slots
 from streammask.video import PROBE_MAX_DAMAGED_PACKETS
 
-from conftest import write_mjpeg_avi
+from conftest import encode_frames, write_mjpeg_avi
 from test_reliability import damage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,13 +43,7 @@ def _write_1x1(path: Path, frames: int = 3) -> Path:
     with av.open(str(path), "w") as c:
         s = c.add_stream("ffv1", rate=Fraction(30000, 1001))
         s.width, s.height, s.pix_fmt = 1, 1, "yuv444p"
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.full((1, 1, 3), 40 + 80 * i, np.uint8), format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+        encode_frames(c, s, [np.full((1, 1, 3), 40 + 80 * i, np.uint8) for i in range(frames)], range(frames))
     return path
 
 
@@ -157,15 +151,14 @@ def _write_8k(path: Path, frames: int = 3) -> Path:
         img = np.zeros((h, w, 3), np.uint8)
         img[..., 0] = (np.arange(w, dtype=np.uint32) * 255 // w).astype(np.uint8)[None, :]
         img[..., 2] = (np.arange(h, dtype=np.uint32) * 255 // h).astype(np.uint8)[:, None]
-        for i in range(frames):
-            f = img.copy()
-            f[1000:2000, 1000 + 500 * i:2000 + 500 * i] = 255
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in s.encode(vf):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+
+        def images():  # one 95 MB frame at a time
+            for i in range(frames):
+                f = img.copy()
+                f[1000:2000, 1000 + 500 * i:2000 + 500 * i] = 255
+                yield f
+
+        encode_frames(c, s, images(), range(frames))
     return path
 
 
@@ -225,23 +218,13 @@ def test_probe_gives_up_after_a_bound(tmp_path):
         probe(tmp_path / "bad.avi")
 
 
-def _zero_frames(path: Path) -> Path:
-    """An AVI with a video stream header and no frame."""
+def _zero_frames(path: Path, codec: str = "mjpeg", pix_fmt: str = "yuvj420p") -> Path:
+    """A file with a video stream header and no frame (default: an MJPEG AVI)."""
     import av
 
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mjpeg", rate=25)
-        s.width, s.height, s.pix_fmt = 16, 16, "yuvj420p"
-        c.start_encoding()
-    return path
-
-
-def _zero_frames_mkv(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("ffv1", rate=25)
-        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = 16, 16, pix_fmt
         c.start_encoding()
     return path
 
@@ -253,10 +236,7 @@ def _audio_only(path: Path) -> Path:
         s = c.add_stream("pcm_s16le", rate=8000)
         f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
         f.sample_rate = 8000
-        for p in s.encode(f):
-            c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+        encode_frames(c, s, [f])
     return path
 
 
@@ -282,7 +262,8 @@ def _all_damaged(path: Path) -> Path:
 
 @pytest.mark.parametrize("case,make,name,needle", [
     ("zero video frames (avi)", _zero_frames, "zero.avi", "no decodable video frames"),
-    ("zero video frames (mkv)", _zero_frames_mkv, "zero.mkv", "ends before its first frame"),
+    ("zero video frames (mkv)", lambda p: _zero_frames(p, "ffv1", "yuv420p"), "zero.mkv",
+     "ends before its first frame"),
     ("audio only", _audio_only, "sound.wav", "no video stream (it holds audio only)"),
     ("still image", _image, "picture.png", "still image"),
     ("still image named .mp4", _image, "picture.mp4", "still image"),

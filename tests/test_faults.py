@@ -5,8 +5,6 @@ under a final name, hands the caller the original exception type, and the CLI's 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from streammask.errors import OutputError
 from streammask.variants import get_variant
 from streammask.writers import VideoWriter
 
-from conftest import write_synthetic_clip
+from conftest import mounted_tmpfs, write_synthetic_clip
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_WITHIN_S = 2.0
@@ -136,18 +134,8 @@ def test_stage_crash_keep_partial_finalizes(tmp_path, monkeypatch, tiny_model, c
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command on this machine")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights; CI may not allow it): "
-                    f"{r.stderr.strip() or 'mount failed'}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=192k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture(scope="module")

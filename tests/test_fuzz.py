@@ -9,6 +9,7 @@ fixed below; a failing case prints its id so it can be replayed.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from pathlib import Path
@@ -19,7 +20,7 @@ from streammask import process_video
 from streammask.cli import main
 from streammask.errors import StreamMaskError
 
-from conftest import CARPHONE, write_mjpeg_avi, write_synthetic_clip
+from conftest import CARPHONE, encode_frames, write_mjpeg_avi, write_synthetic_clip
 
 SEED = 20261122
 N_API_CASES = 300  # through streammask.process_video
@@ -38,14 +39,13 @@ def _cut(src: Path, dst: Path, frames: int) -> Path:
         ost.width, ost.height, ost.pix_fmt = ist.codec_context.width, ist.codec_context.height, "yuv420p"
         ost.time_base = ist.time_base
         ost.codec_context.time_base = ist.time_base
-        for i, frame in enumerate(ic.decode(ist)):
-            if i == frames:
-                break
-            frame.pict_type = 0
-            for p in ost.encode(frame):
-                oc.mux(p)
-        for p in ost.encode(None):
-            oc.mux(p)
+
+        def decoded():
+            for frame in itertools.islice(ic.decode(ist), frames):
+                frame.pict_type = 0  # NONE: the encoder picks the frame types, not the source's
+                yield frame
+
+        encode_frames(oc, ost, decoded())  # the decoded frames keep their pts
     return dst
 
 

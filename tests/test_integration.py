@@ -13,6 +13,7 @@ import pytest
 from streammask import process_video
 from streammask.segments import SEGMENTS_DIR, process_segments
 
+from conftest import encode_frames
 from test_outputs_compositing import _audio_span, make_source
 
 NTSC = Fraction(30000, 1001)
@@ -137,15 +138,11 @@ def _deep_source(path: Path, n: int = 12, w: int = 64, h: int = 48) -> Path:
         s = c.add_stream("prores_ks", rate=NTSC)
         s.width, s.height, s.pix_fmt = w, h, "yuv422p10le"
         s.options = {"profile": "3"}
+        images = []
         for i in range(n):
             ramp = (((xx + yy * w) * 7 + i * 3001) % 65536).astype(np.uint16)
-            img = np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 20000 + 1000 * i)], -1)
-            f = av.VideoFrame.from_ndarray(img, format="rgb48le").reformat(format="yuv422p10le")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+            images.append(np.stack([ramp, ramp[:, ::-1], np.full_like(ramp, 20000 + 1000 * i)], -1))
+        encode_frames(c, s, images, range(n), format="rgb48le", reformat="yuv422p10le")
     return path
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import encode_frames
+
 REPO = Path(__file__).resolve().parents[1]
 LONG, SHORT = 20_000, 1_000
 SIZE = 32
@@ -59,16 +61,15 @@ def write_long_clip(path: Path, frames: int, size: int = SIZE) -> Path:
         s.time_base = s.codec_context.time_base = Fraction(1, 30000)
         base = np.zeros((size, size, 3), np.uint8)
         base[..., 0] = np.linspace(0, 255, size, dtype=np.uint8)[None, :]
-        for i in range(frames):
-            img = base.copy()
-            x = (i * 3) % (size - 8)
-            img[8:20, x:x + 8] = 255
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i * 1001
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+
+        def images():
+            for i in range(frames):
+                img = base.copy()
+                x = (i * 3) % (size - 8)
+                img[8:20, x:x + 8] = 255
+                yield img
+
+        encode_frames(c, s, images(), [i * 1001 for i in range(frames)])
     return path
 
 

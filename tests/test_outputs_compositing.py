@@ -23,6 +23,8 @@ import torch
 from streammask import MaskPipeline, ParameterError, process_video, read_batches
 from streammask.writers import FORMATS
 
+from conftest import encode_frames
+
 FFPROBE = shutil.which("ffprobe")
 FFMPEG = shutil.which("ffmpeg")
 needs_ffprobe = pytest.mark.skipif(FFPROBE is None, reason="ffprobe (system ffmpeg package) is not installed")
@@ -78,29 +80,24 @@ def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30
         if audio:
             a = c.add_stream(audio_codec, rate=44100, layout="stereo")
             sample_fmt = a.format.name
-        for img, p in zip(_images(len(pts), w, h), pts):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = p, time_base
-            for packet in s.encode(f):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+        encode_frames(c, s, _images(len(pts), w, h), pts, time_base)
         if a is not None:  # a 440 Hz tone as long as the video
             seconds = float((pts[-1] - pts[0]) * time_base) + 1 / float(rate)
             total = int(seconds * 44100)
             t = np.arange(total) / 44100
             tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
             start = int(round(float(pts[0] * time_base) * 44100))
-            for i in range(0, total, 1024):
-                chunk = np.stack([tone[i:i + 1024]] * 2)
-                if sample_fmt == "s16":  # packed 16-bit PCM
-                    chunk = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
-                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout="stereo")
-                f.sample_rate, f.pts, f.time_base = 44100, start + i, Fraction(1, 44100)
-                for packet in a.encode(f):
-                    c.mux(packet)
-            for packet in a.encode(None):
-                c.mux(packet)
+
+            def tone_frames():
+                for i in range(0, total, 1024):
+                    chunk = np.stack([tone[i:i + 1024]] * 2)
+                    if sample_fmt == "s16":  # packed 16-bit PCM
+                        chunk = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                    f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout="stereo")
+                    f.sample_rate = 44100
+                    yield f
+
+            encode_frames(c, a, tone_frames(), range(start, start + total, 1024), Fraction(1, 44100))
     return path
 
 
@@ -589,13 +586,7 @@ def _ten_bit_source(path: Path, w=320, h=64, n=3) -> Path:
         s = c.add_stream("prores_ks", rate=NTSC)
         s.width, s.height, s.pix_fmt = w, h, "yuv422p10le"
         s.options = {"profile": "3"}
-        for i in range(n):
-            f = av.VideoFrame.from_ndarray(img, format="rgb48le").reformat(format="yuv422p10le")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+        encode_frames(c, s, [img] * n, range(n), format="rgb48le", reformat="yuv422p10le")
     return path
 
 

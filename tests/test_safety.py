@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from streammask.cli import main
 from streammask.errors import OutputError, OutputExistsError, ParameterError
 from streammask.safety import plan_outputs, render_output_name
 
-from conftest import write_synthetic_clip
+from conftest import mounted_tmpfs, write_synthetic_clip
 
 
 class CountingSegmenter:
@@ -191,22 +190,13 @@ def test_read_only_output_folder_is_one_line(tmp_path, capsys, tiny_model_dir):
 
 def test_read_only_mount_is_one_line(tmp_path, capsys, tiny_model_dir):
     clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=2)
-    mnt = tmp_path / "rofs"
-    mnt.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command on this machine")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.strip() or 'mount failed'})")
-    try:
+    with mounted_tmpfs(tmp_path / "rofs", "ro,size=64k", what="a read-only tmpfs") as mnt:
         rc, lines = _cli(["run", str(clip), "--prompt", "x", "--model", str(tiny_model_dir), "-o", str(mnt), "-q"],
                          capsys)
         assert rc == 2 and len(lines) == 1 and str(mnt) in lines[0] and "not writable" in lines[0], lines
         rc, lines = _cli(["run", str(clip), "--prompt", "x", "--model", str(tiny_model_dir), "-o", str(mnt / "sub"),
                           "-q"], capsys)
         assert rc == 2 and len(lines) == 1 and str(mnt / "sub") in lines[0], lines
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # ---- output name templates ----------------------------------------------------------------------------------------

@@ -86,14 +86,7 @@ def _pyav_tagged_source(path, *, pix_fmt="yuv420p10le", color_range=1, colorspac
         s.width, s.height, s.pix_fmt = 32, 32, pix_fmt
         cc = s.codec_context
         cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = color_range, colorspace, primaries, trc
-        frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)]
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
-            f.pts = i
-            for packet in s.encode(f):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+        encode_frames(c, s, [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)], range(3), reformat=pix_fmt)
     return path
 
 

@@ -509,7 +509,7 @@ def _recorded(session: PreviewSession | None, record: str | None) -> str:
 def run_preview_command(args: argparse.Namespace) -> int:
     """``streammask preview``: 0 at the end of the source / quit / window closed, 1 when a stream dropped for good,
     2 for bad input, 130 on Ctrl-C, 143 on SIGTERM. Recordings are finalized in every case."""
-    from ..cli import Terminated, _collect
+    from ..cli import Terminated, _collect, stopped_exit_code
 
     settings = _collect(args)
     for key in _RUN_KEYS_NOT_IN_PREVIEW:
@@ -558,12 +558,8 @@ def run_preview_command(args: argparse.Namespace) -> int:
     except StreamDroppedError as exc:
         print(f"\nstreammask: error: {exc}{_recorded(session, record)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\nstreammask: interrupted (SIGINT){_recorded(session, record)}", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"\nstreammask: terminated (SIGTERM){_recorded(session, record)}", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        return stopped_exit_code(exc, _recorded(session, record), lead="\n")
     if not quiet:
         print("", file=sys.stderr)
         print(summary.describe())
