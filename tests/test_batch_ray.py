@@ -111,22 +111,31 @@ def test_ray_segments_equal_one_pass(ray_cluster, tmp_path, tiny_model, tiny_mod
     assert run_batch([clip], out_dir=tmp_path / "ray", segmenter=tiny_model, model=tiny_model_dir, **KW).results[0].status == "skipped"
 
 
-@needs_ray
-def test_ray_retries_a_task_whose_worker_process_died(ray_cluster, crash_dir, tmp_path, tiny_model, tiny_model_dir):
+def _crash_clips(tmp_path):
+    """crash.mp4 (9 frames, the longest: runs first; 3 batches of 4, dies at the 2nd) and fine.mp4 (6 frames)."""
     clips = tmp_path / "clips"
     clips.mkdir()
-    crash = write_synthetic_clip(clips / "crash.mp4", frames=9)  # 3 batches of 4: dies at the 2nd
-    write_synthetic_clip(clips / "fine.mp4", frames=6)
-    local = run_batch([clips], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
-    assert [r.status for r in local.results] == ["ok", "ok"]
+    return clips, write_synthetic_clip(clips / "crash.mp4", frames=9), write_synthetic_clip(clips / "fine.mp4", frames=6)
+
+
+def _run_ray_with_crash(crash_dir, crash, clips, out, model_dir, *, max_retries):
+    """Run the batch on one Ray actor with ``crash``'s worker armed to die mid-task; check that it did."""
     marker = arm(crash_dir, crash)
     try:
-        rep = run_batch([clips], out_dir=tmp_path / "ray", engine="ray", actors=1, model=tiny_model_dir,
-                        max_retries=1, **KW)
+        rep = run_batch([clips], out_dir=out, engine="ray", actors=1, model=model_dir, max_retries=max_retries, **KW)
     finally:
         crashed = not marker.exists()
         marker.unlink(missing_ok=True)
     assert crashed, "the armed worker crash did not happen"
+    return rep
+
+
+@needs_ray
+def test_ray_retries_a_task_whose_worker_process_died(ray_cluster, crash_dir, tmp_path, tiny_model, tiny_model_dir):
+    clips, crash, _ = _crash_clips(tmp_path)
+    local = run_batch([clips], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    assert [r.status for r in local.results] == ["ok", "ok"]
+    rep = _run_ray_with_crash(crash_dir, crash, clips, tmp_path / "ray", tiny_model_dir, max_retries=1)
     assert [(Path(r.path).name, r.status, r.frames, r.error) for r in rep.results] == [
         ("crash.mp4", "ok", 9, None), ("fine.mp4", "ok", 6, None)]
     assert rep.exit_code == 0
@@ -142,20 +151,9 @@ def test_ray_retries_a_task_whose_worker_process_died(ray_cluster, crash_dir, tm
 @needs_ray
 def test_ray_without_retries_reports_the_crash_and_goes_on(ray_cluster, crash_dir, tmp_path, tiny_model,
                                                             tiny_model_dir):
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    crash = write_synthetic_clip(clips / "crash.mp4", frames=9)  # longest: runs first on the one actor
-    write_synthetic_clip(clips / "fine.mp4", frames=6)
-    local = run_batch([clips / "fine.mp4"], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir,
-                      **KW)
-    marker = arm(crash_dir, crash)
-    try:
-        rep = run_batch([clips], out_dir=tmp_path / "ray", engine="ray", actors=1, model=tiny_model_dir,
-                        max_retries=0, **KW)
-    finally:
-        crashed = not marker.exists()
-        marker.unlink(missing_ok=True)
-    assert crashed, "the armed worker crash did not happen"
+    clips, crash, fine = _crash_clips(tmp_path)
+    run_batch([fine], out_dir=tmp_path / "local", segmenter=tiny_model, model=tiny_model_dir, **KW)
+    rep = _run_ray_with_crash(crash_dir, crash, clips, tmp_path / "ray", tiny_model_dir, max_retries=0)
     by_name = {Path(r.path).name: r for r in rep.results}
     assert {n: r.status for n, r in by_name.items()} == {"crash.mp4": "failed", "fine.mp4": "ok"}
     error = by_name["crash.mp4"].error
