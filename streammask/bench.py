@@ -42,6 +42,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .model import DTYPES
+
 __all__ = ["run_benchmark", "run_encoder_benchmark", "NullSegmenter", "format_markdown", "format_encoder_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
            "STAGES"]
 
@@ -202,7 +204,7 @@ def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -
 
 def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8, device: str = "auto",
                   dtype: str = "auto", model: str | os.PathLike | None = None,
-                  seed_frames: int | None = None) -> dict[str, Any]:
+                  seed_frames: int | None = None, mask_heatmap: bool = False) -> dict[str, Any]:
     """Benchmark streammask on one clip; returns a JSON-ready dict.
 
     Args:
@@ -213,6 +215,8 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         model: model id or directory; ``None`` builds the full-size rd64-refined
             architecture with random weights in a temporary directory.
         seed_frames: frames for the seed-style per-frame loop (default: all).
+        mask_heatmap: also run end to end with the mask and heatmap outputs only
+            (``end_to_end_mask_heatmap_fps``; ``None`` when not run).
 
     Returns:
         A dict with at least ``end_to_end_fps``, ``model_only_fps``, ``seed_loop_fps``,
@@ -274,22 +278,31 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         pipe.reset()
         stages.sync()
 
-        # seed style: processor + model per frame, text encoded per frame, nothing written
+        # seed style: the checkpoint as the seed nodes load it (every vision layer, not quantized), processor +
+        # model per frame, text encoded per frame, nothing written; one frame of warm-up outside the timing
         from PIL import Image
-        from transformers import CLIPSegProcessor
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
         processor = CLIPSegProcessor.from_pretrained(model_dir)
+        seed_net = CLIPSegForImageSegmentation.from_pretrained(model_dir, use_safetensors=True)
+        seed_net = seed_net.to(device=dev, dtype=seg.dtype).eval()
         n_seed = min(seed_frames or n, n)
-        stages.sync()
-        t0 = time.perf_counter()
-        for f in clip[:n_seed]:
+
+        def seed_step(f: np.ndarray) -> None:
             inputs = processor(text=PROMPT, images=Image.fromarray(f), padding="max_length", return_tensors="pt")
             inputs = {k: v.to(dev) for k, v in inputs.items()}
             inputs["pixel_values"] = inputs["pixel_values"].to(seg.dtype)
-            out = seg.model(**inputs).logits
+            out = seed_net(**inputs).logits
             torch.sigmoid(out).float().cpu().numpy()
+
+        seed_step(clip[0])
+        stages.sync()
+        t0 = time.perf_counter()
+        for f in clip[:n_seed]:
+            seed_step(f)
         stages.sync()
         seed_s = time.perf_counter() - t0
+        del seed_net
 
         # model only (no per-stage synchronisation): host->device + preprocess + model
         with _GpuSampler(dev) as gpu_model:
@@ -339,6 +352,14 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
                                     **{f"{k}_format": v for k, v in FORMATS.items()})
         e2e_hwm = _hwm_mb() if hwm_reset else None
 
+        # optionally end to end again with the two H.264 outputs only (the GPU target without the ProRes matte)
+        mh_fps = None
+        if mask_heatmap:
+            mh = process_video(input, out_dir=tmp / "e2e-mask-heatmap", prompt=PROMPT, variants=(VARIANT,),
+                               outputs=("mask", "heatmap"), segmenter=seg, batch_size=batch_size, max_frames=n,
+                               progress=False, mask_format=FORMATS["mask"], heatmap_format=FORMATS["heatmap"])
+            mh_fps = mh.frames / mh.seconds
+
     seed_fps = n_seed / seed_s
     model_fps = n / model_s
     e2e_fps = summary.frames / summary.seconds
@@ -355,12 +376,16 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         "model": model_label,
         "model_input": f"{prep_size}x{prep_size}",
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if cuda else f" ({_cpu_model()})"),
-        "dtype": str(seg.dtype).replace("torch.", ""),
+        "dtype": seg.quantized or str(seg.dtype).replace("torch.", ""),
+        "seed_loop_dtype": str(seg.dtype).replace("torch.", ""),
+        "vision_layers": "{} of {}".format(*seg.vision_layers),
         "model_only_fps": round(model_fps, 3),
         "end_to_end_fps": round(e2e_fps, 3),
         "seed_loop_fps": round(seed_fps, 3),
         "end_to_end_over_model_only": round(e2e_fps / model_fps, 3),
         "end_to_end_over_seed_loop": round(e2e_fps / seed_fps, 3),
+        "end_to_end_mask_heatmap_fps": round(mh_fps, 3) if mh_fps else None,
+        "end_to_end_mask_heatmap_over_model_only": round(mh_fps / model_fps, 3) if mh_fps else None,
         "stages_s": {k: round(v, 4) for k, v in stages.seconds.items()},
         "end_to_end_busy_s": {k: round(v, 4) for k, v in summary.stage_seconds.items()},
         "end_to_end_s": round(summary.seconds, 4),
@@ -579,15 +604,21 @@ def format_markdown(r: dict[str, Any]) -> str:
     n = r["frames"]
     lines = [
         f"Clip `{r['input']}` ({r['resolution']}, {n} frames), batch {r['batch_size']}, model {r['model']} "
-        f"at {r['model_input']}, {r['device']}, {r['dtype']}",
+        f"at {r['model_input']}, {r['device']}, {r['dtype']}, vision layers run: {r['vision_layers']}",
         "",
         "| measurement | frames/s |",
         "|---|---|",
-        f"| seed-style per-frame loop ({r['seed_frames']} frames, no outputs) | {_num(r['seed_loop_fps'])} |",
+        f"| seed-style per-frame loop ({r['seed_frames']} frames, no outputs, every layer, {r['seed_loop_dtype']}) "
+        f"| {_num(r['seed_loop_fps'])} |",
         f"| end to end (decode + model + post + mask, heatmap, matte) | {_num(r['end_to_end_fps'])} |",
         f"| model only (host->device + preprocess + model) | {_num(r['model_only_fps'])} |",
         f"| end to end / model only | {_num(r['end_to_end_over_model_only'])} |",
         f"| end to end / seed loop | {_num(r['end_to_end_over_seed_loop'])} |",
+    ]
+    if r.get("end_to_end_mask_heatmap_fps"):
+        lines += [f"| end to end, mask + heatmap only | {_num(r['end_to_end_mask_heatmap_fps'])} |",
+                  f"| end to end (mask + heatmap) / model only | {_num(r['end_to_end_mask_heatmap_over_model_only'])} |"]
+    lines += [
         "",
         "| stage (one at a time) | seconds | frames/s |",
         "|---|---|---|",
@@ -618,13 +649,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=48, help="frames of the clip to use (default 48)")
     p.add_argument("--batch-size", type=int, default=8, help="model batch size (default 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="model precision of streammask's passes (the seed-style loop runs float32 for int8)")
     p.add_argument("--model", default=None,
                    help="model id or directory (default: full-size rd64-refined architecture, random weights)")
     p.add_argument("--seed-frames", type=int, default=None, help="frames for the seed-style loop (default: --frames)")
     p.add_argument("--segmenter", default="clipseg", choices=("clipseg", "null"),
                    help="null: no model (fixed logits), to measure the pipeline against each encoder alone "
                         "(encoder-bound, as behind a fast GPU)")
+    p.add_argument("--mask-heatmap", action="store_true",
+                   help="also run end to end with the mask and heatmap outputs only (no ProRes matte)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON ('-': stdout)")
     return p
 
@@ -655,7 +689,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
                                            device=args.device)
         else:
             result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
-                                   dtype=args.dtype, model=args.model, seed_frames=args.seed_frames)
+                                   dtype=args.dtype, model=args.model, seed_frames=args.seed_frames,
+                                   mask_heatmap=args.mask_heatmap)
     except StreamMaskError as exc:
         print(f"streammask: error: {exc}", file=sys.stderr)
         return 2

@@ -193,11 +193,13 @@ class StreamMaskLoadCLIPSeg:
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         dt = resolve_dtype(p["dtype"], dev)
+        label = "int8" if p["dtype"] == "int8" else str(dt).removeprefix("torch.")
         local = Path(p["model"]).expanduser()
         name = str(local.resolve()) if local.is_dir() else p["model"]
-        key = (name, p["revision"], str(dev), str(dt).removeprefix("torch."))
+        key = (name, p["revision"], str(dev), label)
         if key not in _MODEL_CACHE:
-            _MODEL_CACHE[key] = load_clipseg(name, revision=p["revision"], device=dev, dtype=dt)
+            _MODEL_CACHE[key] = load_clipseg(name, revision=p["revision"], device=dev,
+                                             dtype="int8" if label == "int8" else dt)
         return (_MODEL_CACHE[key],)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import StreamMaskError
+from .perf import model_speed_options
 
 __all__ = ["MaskWorker", "run_ray", "import_ray", "is_retryable"]
 
@@ -59,12 +60,15 @@ class MaskWorker:
     Args:
         model, revision, device, dtype: see :func:`~streammask.load_clipseg`; ``device="auto"``
             picks the GPU Ray assigned to the actor, if any.
+        speed: the batch's model speed options (``attn_implementation``, ``channels_last``,
+            ``compile``), passed on to :func:`~streammask.load_clipseg`.
     """
 
-    def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
+                 speed: dict[str, Any] | None = None) -> None:
         from .model import load_clipseg
 
-        self.segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype)
+        self.segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype, **(speed or {}))
         self.tasks_done = 0
 
     def run(self, source: str, out_dir: str, kwargs: dict[str, Any], frame_range: tuple[int, int, int] | None = None,
@@ -216,7 +220,7 @@ def run_ray(
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(MaskWorker)
 
         def new_actor():
-            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"])
+            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"], model_speed_options(base))
 
         pool = [new_actor() for _ in range(actors)]
 

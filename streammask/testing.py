@@ -86,6 +86,7 @@ def save_random_clipseg(
     seed: int = 0,
     hidden_size: int = 32,
     layers: int = 3,
+    extract_layers: list[int] | None = None,
 ) -> Path:
     """Build a random-weight CLIPSeg with the real input geometry and save it.
 
@@ -96,6 +97,9 @@ def save_random_clipseg(
         seed: torch seed for the random weights.
         hidden_size: vision/text width of the tiny model.
         layers: vision/text depth of the tiny model.
+        extract_layers: vision layers the tiny model's decoder reads (default
+            ``1 .. layers - 1``, so that every layer is read; the real rd64 model reads
+            ``[3, 6, 9]`` of 12).
 
     Returns:
         The directory, loadable with ``streammask.load_clipseg(path)``.
@@ -122,7 +126,8 @@ def save_random_clipseg(
                              num_attention_heads=2),
             vision_config=dict(vision, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                                num_hidden_layers=layers, num_attention_heads=2),
-            projection_dim=32, extract_layers=list(range(1, layers)), reduce_dim=16, decoder_num_attention_heads=2,
+            projection_dim=32,
+            extract_layers=list(extract_layers) if extract_layers is not None else list(range(1, layers)), reduce_dim=16, decoder_num_attention_heads=2,
             decoder_intermediate_size=32, use_complex_transposed_convolution=True,
         )
     torch.manual_seed(seed)

@@ -38,6 +38,7 @@ def test_result_keys_and_types(result):
     for name in ("torch", "transformers", "av", "streammask", "python", "cpu"):
         assert isinstance(result["versions"][name], str) and result["versions"][name]
     assert any(k.startswith("encode") for k in result["end_to_end_busy_s"])
+    assert result["end_to_end_mask_heatmap_fps"] is None  # not asked for
     json.dumps(result)  # JSON-ready
     assert torch.is_grad_enabled()  # the benchmark leaves the global grad mode as it found it
 
@@ -61,14 +62,19 @@ def test_cli_function(tmp_path, tiny_model_dir, capsys):
     clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=4)
     out = tmp_path / "bench.json"
     args = _parser().parse_args(["bench", str(clip), "--frames", "3", "--batch-size", "2", "--seed-frames", "1",
-                                 "--device", "cpu", "--dtype", "float32", "--model", str(tiny_model_dir),
-                                 "--json", str(out)])
+                                 "--device", "cpu", "--dtype", "int8", "--model", str(tiny_model_dir),
+                                 "--mask-heatmap", "--json", str(out)])
     assert args.command == "bench"
     assert run_bench_command(args) == 0
-    assert "| measurement | frames/s |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| measurement | frames/s |" in text and "| end to end, mask + heatmap only |" in text
     data = json.loads(out.read_text())
-    assert data["frames"] == 3 and data["dtype"] == "float32"
-    assert _positive(data["end_to_end_fps"]) and _positive(data["model_only_fps"]) and _positive(data["seed_loop_fps"])
+    # streammask's passes in int8, the seed-style loop as the seed nodes run it (float32, every layer)
+    assert data["frames"] == 3 and data["dtype"] == "int8" and data["seed_loop_dtype"] == "float32"
+    assert data["vision_layers"] == "3 of 3"
+    for key in ("end_to_end_fps", "model_only_fps", "seed_loop_fps", "end_to_end_mask_heatmap_fps",
+                "end_to_end_mask_heatmap_over_model_only"):
+        assert _positive(data[key]), (key, data[key])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -175,6 +175,9 @@ def test_loader_caches(tiny_model_dir, clipseg):
     assert clipseg.device.type == "cpu" and clipseg.dtype == torch.float32
     (other,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu", dtype="bfloat16")
     assert other is not clipseg and other.dtype == torch.bfloat16
+    (q,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu", dtype="int8")
+    assert q is not clipseg and q.quantized == "int8" and q.dtype == torch.float32
+    assert "int8" in StreamMaskLoadCLIPSeg.INPUT_TYPES()["required"]["dtype"][0]
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -92,3 +92,70 @@ def test_cuda_half_close_to_cpu(tiny_model_dir):
     a = torch.sigmoid(cpu.segment(frames, ["person"]))
     b = torch.sigmoid(gpu.segment(frames.cuda(), ["person"])).cpu()
     assert (a - b).abs().max() < 0.05
+
+
+# -- vision layers nothing reads -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def partial_read_dir(tmp_path_factory):
+    """A tiny random CLIPSeg whose decoder reads vision layers 1 and 2 of 4, as rd64 reads 3, 6, 9 of 12."""
+    from streammask.testing import save_random_clipseg
+
+    return save_random_clipseg(tmp_path_factory.mktemp("clipseg") / "partial", layers=4, extract_layers=[1, 2])
+
+
+def test_unused_vision_layers_are_dropped_without_changing_logits(partial_read_dir):
+    from PIL import Image
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    seg = load_clipseg(partial_read_dir, device="cpu")
+    assert seg.vision_layers == (3, 4)
+    assert len(seg.model.clip.vision_model.encoder.layers) == 3
+    # the checkpoint as the seed nodes run it: every layer, processor per frame, text through input_ids
+    full = CLIPSegForImageSegmentation.from_pretrained(partial_read_dir).eval()
+    processor = CLIPSegProcessor.from_pretrained(partial_read_dir)
+    assert len(full.clip.vision_model.encoder.layers) == 4
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (144, 176, 3), dtype=np.uint8) for _ in range(3)]
+    with torch.inference_mode():
+        inputs = processor(text=["person"] * 3, images=[Image.fromarray(i) for i in images], padding=True,
+                           return_tensors="pt")
+        expected = full(**inputs).logits
+    frames = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    ours = seg.segment(frames, ["person"])[:, 0]
+    # same pixels and text embedding into both: the trimmed tower gives the very same logits
+    pv = seg.preprocess(frames)
+    with torch.inference_mode():
+        same_input = full(pixel_values=pv, conditional_embeddings=seg.text_embeddings(["person"]).expand(3, -1)).logits
+    assert torch.equal(ours, same_input)
+    # and the seed-style call (processor pixels, input_ids) agrees to float rounding of the preprocessing
+    torch.testing.assert_close(ours, expected, atol=1e-3, rtol=0)
+    # several prompts take the vision-once path through the trimmed tower: same logits per prompt
+    both = seg.segment(frames, ["person", "car"])
+    torch.testing.assert_close(both[:, 0], ours, atol=1e-4, rtol=0)
+
+
+def test_every_layer_kept_when_all_are_read(tiny_model):
+    assert tiny_model.vision_layers == (3, 3)
+
+
+def test_layers_kept_when_the_output_depends_on_them(partial_read_dir):
+    """A transformers whose segmentation output reads the last hidden state: the check keeps every layer."""
+    from transformers import CLIPSegForImageSegmentation
+
+    from streammask.model import drop_unused_vision_layers
+
+    net = CLIPSegForImageSegmentation.from_pretrained(partial_read_dir).eval()
+    forward = net.forward
+
+    def reads_last_layer(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits + out.vision_model_output.last_hidden_state.mean()
+        return out
+
+    net.forward = reads_last_layer
+    assert drop_unused_vision_layers(net) == 0
+    assert len(net.clip.vision_model.encoder.layers) == 4
+    net.forward = forward
+    assert drop_unused_vision_layers(net) == 1
+    assert len(net.clip.vision_model.encoder.layers) == 3
