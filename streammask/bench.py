@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .model import DTYPES
+from .writers import X264_PRESETS
 
 __all__ = ["run_benchmark", "run_encoder_benchmark", "NullSegmenter", "format_markdown", "format_encoder_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
            "STAGES"]
@@ -204,7 +205,8 @@ def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -
 
 def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8, device: str = "auto",
                   dtype: str = "auto", model: str | os.PathLike | None = None,
-                  seed_frames: int | None = None, mask_heatmap: bool = False) -> dict[str, Any]:
+                  seed_frames: int | None = None, mask_heatmap: bool = False,
+                  encoder_preset: str = "fast") -> dict[str, Any]:
     """Benchmark streammask on one clip; returns a JSON-ready dict.
 
     Args:
@@ -217,6 +219,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         seed_frames: frames for the seed-style per-frame loop (default: all).
         mask_heatmap: also run end to end with the mask and heatmap outputs only
             (``end_to_end_mask_heatmap_fps``; ``None`` when not run).
+        encoder_preset: x264 preset of the H.264 mask and heatmap outputs.
 
     Returns:
         A dict with at least ``end_to_end_fps``, ``model_only_fps``, ``seed_loop_fps``,
@@ -317,7 +320,8 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         # stage by stage on the decoded frames, each output encoded serially to a temporary file
         state: dict = {}
         writers = {kind: make_writer(kind, FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
-                                     height=info.height, rate=info.frame_rate, time_base=info.time_base)
+                                     height=info.height, rate=info.frame_rate, time_base=info.time_base,
+                                     preset=encoder_preset)
                    for kind in OUTPUTS}
         try:
             for i in range(0, n, batch_size):
@@ -349,7 +353,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         with _GpuSampler(dev) as gpu_e2e:
             summary = process_video(input, out_dir=tmp / "e2e", prompt=PROMPT, variants=(VARIANT,), outputs=OUTPUTS,
                                     segmenter=seg, batch_size=batch_size, max_frames=n, progress=False,
-                                    **{f"{k}_format": v for k, v in FORMATS.items()})
+                                    encoder_preset=encoder_preset, **{f"{k}_format": v for k, v in FORMATS.items()})
         e2e_hwm = _hwm_mb() if hwm_reset else None
 
         # optionally end to end again with the two H.264 outputs only (the GPU target without the ProRes matte)
@@ -357,7 +361,8 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         if mask_heatmap:
             mh = process_video(input, out_dir=tmp / "e2e-mask-heatmap", prompt=PROMPT, variants=(VARIANT,),
                                outputs=("mask", "heatmap"), segmenter=seg, batch_size=batch_size, max_frames=n,
-                               progress=False, mask_format=FORMATS["mask"], heatmap_format=FORMATS["heatmap"])
+                               progress=False, mask_format=FORMATS["mask"], heatmap_format=FORMATS["heatmap"],
+                               encoder_preset=encoder_preset)
             mh_fps = mh.frames / mh.seconds
 
     seed_fps = n_seed / seed_s
@@ -373,6 +378,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         "prompt": PROMPT,
         "variant": VARIANT,
         "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "encoder_preset": encoder_preset,
         "model": model_label,
         "model_input": f"{prep_size}x{prep_size}",
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if cuda else f" ({_cpu_model()})"),
@@ -438,16 +444,16 @@ class NullSegmenter:
 
 
 def _pipeline_only(input, tmp: Path, seg: NullSegmenter, outputs: tuple[str, ...], *, frames: int,
-                   batch_size: int, name: str):
+                   batch_size: int, name: str, encoder_preset: str = "fast"):
     from .pipeline import process_video
 
     return process_video(input, out_dir=tmp / name, prompt=PROMPT, variants=(VARIANT,), outputs=outputs,
                          segmenter=seg, batch_size=batch_size, max_frames=frames, progress=False, audio=False,
-                         **{f"{k}_format": FORMATS[k] for k in outputs})
+                         encoder_preset=encoder_preset, **{f"{k}_format": FORMATS[k] for k in outputs})
 
 
 def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8,
-                          device: str = "auto") -> dict[str, Any]:
+                          device: str = "auto", encoder_preset: str = "fast") -> dict[str, Any]:
     """Encoder-bound benchmark: the pipeline with a :class:`NullSegmenter` vs each encoder alone.
 
     Measures, on the same clip:
@@ -467,6 +473,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
         frames: frames to use (the first ``frames`` of the clip).
         batch_size: frames per batch in the pipeline.
         device: where frames are post-processed (``auto``: CUDA when available).
+        encoder_preset: x264 preset of the H.264 mask and heatmap (pipeline and standalone alike).
 
     Returns:
         A JSON-ready dict (keys above, plus ``end_to_end_busy_s`` per configuration, the device,
@@ -496,7 +503,8 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
         _pipeline_only(input, tmp, seg, ("mask",), frames=min(n, batch_size), batch_size=batch_size, name="warm")
         runs = {}
         for label, outs in (("mask_heatmap", ("mask", "heatmap")), ("all", OUTPUTS)):
-            runs[label] = _pipeline_only(input, tmp, seg, outs, frames=n, batch_size=batch_size, name=label)
+            runs[label] = _pipeline_only(input, tmp, seg, outs, frames=n, batch_size=batch_size, name=label,
+                                         encoder_preset=encoder_preset)
 
         # each encoder alone: render (and compose) frames first, then time only the writer
         pipe = MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,))
@@ -512,7 +520,8 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
                                  list(b.pts)))
             pipe.reset()
             writer = make_writer(kind, FORMATS[kind], tmp / f"standalone.{kind}", width=info.width,
-                                 height=info.height, rate=info.frame_rate, time_base=info.time_base)
+                                 height=info.height, rate=info.frame_rate, time_base=info.time_base,
+                                 preset=encoder_preset)
             try:
                 t0 = time.perf_counter()
                 for arr, pts in rendered:
@@ -537,6 +546,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
         "batch_size": batch_size,
         "variant": VARIANT,
         "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "encoder_preset": encoder_preset,
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({_cpu_model()})"),
         "decode_fps": round(n / decode_s, 3),
         "pipeline_only_fps": round(fps["all"], 3),
@@ -567,7 +577,7 @@ def format_encoder_markdown(r: dict[str, Any]) -> str:
     v = r["versions"]
     lines = [
         f"Clip `{r['input']}` ({r['resolution']}, {r['frames']} frames), batch {r['batch_size']}, null segmenter "
-        f"(no model cost), {r['device']}",
+        f"(no model cost), {r['device']}, x264 preset {r.get('encoder_preset', 'fast')}",
         "",
         "| measurement | frames/s |",
         "|---|---|",
@@ -604,7 +614,8 @@ def format_markdown(r: dict[str, Any]) -> str:
     n = r["frames"]
     lines = [
         f"Clip `{r['input']}` ({r['resolution']}, {n} frames), batch {r['batch_size']}, model {r['model']} "
-        f"at {r['model_input']}, {r['device']}, {r['dtype']}, vision layers run: {r['vision_layers']}",
+        f"at {r['model_input']}, {r['device']}, {r['dtype']}, vision layers run: {r['vision_layers']}, "
+        f"x264 preset {r.get('encoder_preset', 'fast')}",
         "",
         "| measurement | frames/s |",
         "|---|---|",
@@ -657,6 +668,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--segmenter", default="clipseg", choices=("clipseg", "null"),
                    help="null: no model (fixed logits), to measure the pipeline against each encoder alone "
                         "(encoder-bound, as behind a fast GPU)")
+    p.add_argument("--encoder-preset", default="fast", choices=X264_PRESETS,
+                   help="x264 preset of the H.264 mask and heatmap outputs (default fast)")
     p.add_argument("--mask-heatmap", action="store_true",
                    help="also run end to end with the mask and heatmap outputs only (no ProRes matte)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON ('-': stdout)")
@@ -686,11 +699,11 @@ def run_bench_command(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "segmenter", "clipseg") == "null":
             result = run_encoder_benchmark(args.input, frames=args.frames, batch_size=args.batch_size,
-                                           device=args.device)
+                                           device=args.device, encoder_preset=args.encoder_preset)
         else:
             result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
                                    dtype=args.dtype, model=args.model, seed_frames=args.seed_frames,
-                                   mask_heatmap=args.mask_heatmap)
+                                   mask_heatmap=args.mask_heatmap, encoder_preset=args.encoder_preset)
     except StreamMaskError as exc:
         print(f"streammask: error: {exc}", file=sys.stderr)
         return 2

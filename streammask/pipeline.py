@@ -559,7 +559,7 @@ def process_video(
                                 rate=info.frame_rate, time_base=info.time_base, channels=look["channels"].get(kind),
                                 # a segment has no audio: the join copies the source's audio once
                                 audio_source=source if settings["audio"] and frame_range is None else None,
-                                audio_to_video_end=max_frames is not None)
+                                audio_to_video_end=max_frames is not None, preset=settings["encoder_preset"])
                 writers[(name, kind)] = w
                 slots = queue_slots(settings["queue_size"], pixels * FORMATS[kind][fmt_for[kind]].channels,
                                     max_batch_mb=settings["max_batch_mb"])

@@ -123,3 +123,46 @@ def test_exception_inside_context_aborts(tmp_path):
 def test_unknown_format():
     with pytest.raises(ParameterError, match="matte_format='gif'"):
         make_writer("matte", "gif", None, width=8, height=8, rate=RATE, time_base=TB)
+
+
+def _x264_settings(path) -> bytes:
+    """The settings string x264 writes into the stream (an SEI message): 'cabac=1 ref=2 ...'."""
+    data = path.read_bytes()
+    start = data.index(b"options: ")
+    return data[start:data.index(b"\x00", start)]
+
+
+@pytest.mark.parametrize("preset, expected", [(None, [b"cabac=1", b"ref=2", b"subme=6"]),
+                                              ("ultrafast", [b"cabac=0", b"ref=1", b"subme=0"]),
+                                              ("veryfast", [b"cabac=1", b"ref=1", b"subme=2"])])
+def test_encoder_preset_reaches_x264(tmp_path, preset, expected):
+    frames = _mask_frames()
+    with make_writer("mask", "mp4", tmp_path / "m", width=64, height=48, rate=RATE, time_base=TB, preset=preset) as w:
+        w.write(frames, PTS)
+    settings = _x264_settings(tmp_path / "m.mp4")
+    for item in expected:  # x264's own values for its presets (None: the format's default, fast)
+        assert item + b" " in settings, settings
+    imgs, pts, _ = _read(tmp_path / "m.mp4")
+    assert pts == PTS and all(np.abs(a.astype(int) - b).mean() < 1.0 for a, b in zip(imgs, frames[..., 0]))
+
+
+def test_encoder_preset_ignored_by_other_codecs_and_validated(tmp_path):
+    with make_writer("mask", "ffv1", tmp_path / "m", width=64, height=48, rate=RATE, time_base=TB,
+                     preset="ultrafast") as w:
+        w.write(_mask_frames(), PTS)
+    assert (tmp_path / "m.mkv").exists()
+    with pytest.raises(ParameterError, match=r"encoder_preset='turbo'.*ultrafast.*veryslow"):
+        make_writer("heatmap", "mp4", tmp_path / "h", width=64, height=48, rate=RATE, time_base=TB, preset="turbo")
+
+
+def test_cli_encoder_preset(synthetic_clip, tiny_model_dir, tmp_path, capsys):
+    from streammask.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", str(synthetic_clip), "--prompt", "person", "--model", str(tiny_model_dir), "--device", "cpu",
+                 "--outputs", "mask,heatmap", "--encoder-preset", "ultrafast", "-o", str(out)]) == 0
+    videos = sorted(out.rglob("*.mp4"))
+    assert len(videos) == 2 and all(b"cabac=0 " in _x264_settings(v) for v in videos)
+    assert main(["run", str(synthetic_clip), "--prompt", "person", "--model", str(tiny_model_dir),
+                 "--encoder-preset", "warp", "-o", str(tmp_path / "bad")]) != 0
+    assert "encoder" in capsys.readouterr().err

@@ -96,7 +96,7 @@ class PreviewSession:
                  outputs: Sequence[str] | str = ("mask", "heatmap", "matte"), batch_size: int = 1,
                  mask_format: str = "mp4", heatmap_format: str = "mp4", matte_format: str = "prores",
                  heatmap_alpha: float = 0.5, colormap: str = "jet", temporal: str = "none",
-                 overwrite: bool = False, output_template: str | None = None,
+                 overwrite: bool = False, output_template: str | None = None, encoder_preset: str = "fast",
                  display: Any = None, key_source: Callable[[], Sequence[str]] | None = None,
                  on_frame: Callable[["PreviewSession"], None] | None = None,
                  opener: Callable[[SourceSpec], Iterator[tuple]] | None = None,
@@ -122,6 +122,7 @@ class PreviewSession:
                               if self.settings["serve"] else None)
         self.spec = parse_source(source)
         self.overwrite = RUN_PARAMS["overwrite"].validate(overwrite)
+        self.encoder_preset = RUN_PARAMS["encoder_preset"].validate(encoder_preset)
         self.output_template = RUN_PARAMS["output_template"].validate(
             output_template if output_template is not None else RUN_PARAMS["output_template"].default)
         # like `run`, before any work: the recordings' names, no input replaced, no existing file unless overwrite
@@ -192,7 +193,8 @@ class PreviewSession:
                 suffix = FORMATS[kind][self.formats[kind]].suffix
                 stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
                 wr = make_writer(kind, self.formats[kind], stem, width=w, height=h,
-                                 rate=first.rate or Fraction(30), time_base=first.time_base)
+                                 rate=first.rate or Fraction(30), time_base=first.time_base,
+                                 preset=self.encoder_preset)
                 self._writers[(name, kind)] = wr
                 self._sinks[(name, kind)] = SinkThread(lambda item, wr=wr: wr.write(*item), maxsize=4,
                                                        name=f"record {name}.{kind}")
