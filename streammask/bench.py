@@ -203,7 +203,7 @@ def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -
 
 # -- the benchmark --------------------------------------------------------------------------------------------------
 
-def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8, device: str = "auto",
+def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int | None = None, device: str = "auto",
                   dtype: str = "auto", model: str | os.PathLike | None = None,
                   seed_frames: int | None = None, mask_heatmap: bool = False,
                   encoder_preset: str = "fast") -> dict[str, Any]:
@@ -212,7 +212,9 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
     Args:
         input: video file.
         frames: frames to use (the first ``frames`` of the clip, fewer if it is shorter).
-        batch_size: model batch size (model-only, stage timing and end to end).
+        batch_size: model batch size (model-only, stage timing and end to end); ``None``:
+            what ``streammask run`` picks (:func:`~streammask.perf.choose_batch_size`: 1 on a
+            CPU, from free memory on CUDA).
         device, dtype: as :func:`~streammask.model.load_clipseg`.
         model: model id or directory; ``None`` builds the full-size rd64-refined
             architecture with random weights in a temporary directory.
@@ -235,7 +237,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
     from .writers import make_writer
 
     frames = _validate_int("frames", frames, 1)
-    batch_size = _validate_int("batch_size", batch_size, 1)
+    batch_size = _validate_int("batch_size", batch_size, 1, nullable=True)
     seed_frames = _validate_int("seed_frames", seed_frames, 1, nullable=True)
     info = probe(input)  # raises the usual one-line errors for a missing / invalid file
 
@@ -248,6 +250,10 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
             model_dir, model_label = os.fspath(model), os.fspath(model)
         seg = load_clipseg(model_dir, device=device, dtype=dtype)
         dev = seg.device
+        if batch_size is None:
+            from .perf import choose_batch_size
+
+            batch_size = choose_batch_size(None, device=dev, frame_hw=(info.height, info.width), dtype=seg.dtype)
         cuda = dev.type == "cuda"
         stages = _Stages(dev)
         if cuda:
@@ -452,7 +458,7 @@ def _pipeline_only(input, tmp: Path, seg: NullSegmenter, outputs: tuple[str, ...
                          encoder_preset=encoder_preset, **{f"{k}_format": FORMATS[k] for k in outputs})
 
 
-def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int = 8,
+def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int | None = 8,
                           device: str = "auto", encoder_preset: str = "fast") -> dict[str, Any]:
     """Encoder-bound benchmark: the pipeline with a :class:`NullSegmenter` vs each encoder alone.
 
@@ -471,7 +477,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
     Args:
         input: video file.
         frames: frames to use (the first ``frames`` of the clip).
-        batch_size: frames per batch in the pipeline.
+        batch_size: frames per batch in the pipeline (``None``: 8).
         device: where frames are post-processed (``auto``: CUDA when available).
         encoder_preset: x264 preset of the H.264 mask and heatmap (pipeline and standalone alike).
 
@@ -485,7 +491,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
     from .writers import FORMATS as OUT_FORMATS, make_writer
 
     frames = _validate_int("frames", frames, 1)
-    batch_size = _validate_int("batch_size", batch_size, 1)
+    batch_size = _validate_int("batch_size", 8 if batch_size is None else batch_size, 1)
     info = probe(input)
     dev = resolve_device(device)
     seg = NullSegmenter(device=dev)
@@ -655,10 +661,21 @@ def format_markdown(r: dict[str, Any]) -> str:
 
 # -- command line ---------------------------------------------------------------------------------------------------
 
+def _batch_arg(text: str) -> int | None:
+    if text.strip().lower() in ("auto", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: a positive integer or 'auto'") from None
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="input video file")
     p.add_argument("--frames", type=int, default=48, help="frames of the clip to use (default 48)")
-    p.add_argument("--batch-size", type=int, default=8, help="model batch size (default 8)")
+    p.add_argument("--batch-size", type=_batch_arg, default=None,
+                   help="model batch size (default auto: as `streammask run`, 1 on a CPU, from free GPU memory on "
+                        "CUDA; 8 with --segmenter null)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="model precision of streammask's passes (the seed-style loop runs float32 for int8)")

@@ -218,3 +218,15 @@ def test_ray_segment_join_has_the_source_audio_once(ray_cluster, tmp_path, tiny_
 
     one, joined = audio(local.results[0].outputs["soft.matte"]), audio(rep.results[0].outputs["soft.matte"])
     assert joined and joined == one  # once, the same packets and timestamps as one pass
+
+
+def test_actor_loads_the_batch_model_options(tiny_model_dir):
+    """The actor class itself (no cluster needed): the batch's dtype and speed options reach its model."""
+    from streammask.model import attention_implementation
+    from streammask.perf import model_speed_options
+    from streammask.ray_engine import MaskWorker
+
+    base = {"attn_implementation": "eager", "channels_last": False, "compile": False, "unrelated": 1}
+    worker = MaskWorker(str(tiny_model_dir), None, "cpu", "int8", model_speed_options(base))
+    assert worker.segmenter.quantized == "int8"
+    assert attention_implementation(worker.segmenter.model) == "eager"

@@ -77,6 +77,18 @@ def test_cli_function(tmp_path, tiny_model_dir, capsys):
         assert _positive(data[key]), (key, data[key])
 
 
+def test_default_batch_size_is_the_runs(tmp_path, tiny_model_dir):
+    from conftest import write_synthetic_clip
+
+    from streammask.perf import CPU_BATCH_SIZE
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=3)
+    assert _parser().parse_args(["bench", str(clip)]).batch_size is None
+    assert _parser().parse_args(["bench", str(clip), "--batch-size", "auto"]).batch_size is None
+    r = run_benchmark(clip, model=str(tiny_model_dir), frames=2, seed_frames=1, device="cpu")
+    assert r["batch_size"] == CPU_BATCH_SIZE == 1
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     args = _parser().parse_args(["bench", str(tmp_path / "missing.mp4"), "--frames", "2"])
     assert run_bench_command(args) == 2
