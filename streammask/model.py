@@ -211,7 +211,10 @@ def drop_unused_vision_layers(net, *, check: bool = True) -> int:
     """
     encoder = net.clip.vision_model.encoder
     layers = encoder.layers
-    keep = max(net.extract_layers) + 1
+    extract = list(getattr(net, "extract_layers", None) or [])
+    if not extract:
+        return 0
+    keep = max(extract) + 1
     if keep >= len(layers):
         return 0
     trimmed = layers[:keep]
