@@ -192,14 +192,13 @@ class StreamMaskLoadCLIPSeg:
         dev = resolve_device(p["device"])
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
-        dt = resolve_dtype(p["dtype"], dev)
-        label = "int8" if p["dtype"] == "int8" else str(dt).removeprefix("torch.")
+        # int8 is a load option (load_clipseg checks it against the device), not a torch dtype
+        dt = p["dtype"] if p["dtype"] == "int8" else resolve_dtype(p["dtype"], dev)
         local = Path(p["model"]).expanduser()
         name = str(local.resolve()) if local.is_dir() else p["model"]
-        key = (name, p["revision"], str(dev), label)
+        key = (name, p["revision"], str(dev), str(dt).removeprefix("torch."))
         if key not in _MODEL_CACHE:
-            _MODEL_CACHE[key] = load_clipseg(name, revision=p["revision"], device=dev,
-                                             dtype="int8" if label == "int8" else dt)
+            _MODEL_CACHE[key] = load_clipseg(name, revision=p["revision"], device=dev, dtype=dt)
         return (_MODEL_CACHE[key],)
 
 

@@ -36,7 +36,7 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 """``dtype`` choices. ``int8`` (CPU only): the vision tower's linear layers dynamically quantized to int8."""
-_DTYPE_CHOICES = "one of 'auto', 'float32', 'float16', 'bfloat16', 'int8' (CPU only)"
+_DTYPE_CHOICES = "one of " + ", ".join(repr(d) for d in DTYPES) + " (int8: CPU only)"
 # The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
