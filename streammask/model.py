@@ -365,6 +365,7 @@ class ClipSeg:
         self.image = _image_config(processor)
         self.text_encode_calls = 0  # how many prompts were run through the text encoder
         self._embeddings: dict[str, torch.Tensor] = {}
+        self._mean_std_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._split = None  # whether the vision-once / decoder-per-prompt fast path is usable
         self.channels_last = False  # feed the model channels_last input (set by load_clipseg)
@@ -446,20 +447,28 @@ class ClipSeg:
             else:
                 small = pil_resize_bilinear(frames, (size, size))
             x = small.to(self.device).float() * self.image.rescale
-            mean = torch.tensor(self.image.mean, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.image.std, device=self.device).view(1, 3, 1, 1)
+            mean, std = self._mean_std("pil")
             return ((x - mean) / std).to(self.dtype)
         if mode == "imagenet_float":
             x = frames.to(self.device).float()
             if frames.dtype == torch.uint8:
                 x = x / 255.0
-            mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+            mean, std = self._mean_std("imagenet_float")
             x = (x - mean) / std
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             return x.to(self.dtype)
         raise ParameterError("preprocess", mode, "'pil' or 'imagenet_float'")
+
+    def _mean_std(self, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1, 3, 1, 1)`` float32 mean and std of a preprocessing mode, on the device, made once
+        (a small copy from pageable memory per batch would make the host wait for the GPU)."""
+        cache = self._mean_std_cache
+        if mode not in cache:
+            mean, std = (self.image.mean, self.image.std) if mode == "pil" else (IMAGENET_MEAN, IMAGENET_STD)
+            cache[mode] = tuple(torch.tensor(v, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+                                for v in (mean, std))
+        return cache[mode]
 
     # -- inference -----------------------------------------------------------
     @torch.inference_mode()

@@ -326,6 +326,12 @@ def _cv2_linear_coeffs(n_in: int, n_out: int, clamp_weights: bool) -> tuple[torc
     return tuple(torch.tensor(v, dtype=torch.int64 if k < 2 else torch.int32) for k, v in enumerate((i0, i1, w0, w1)))
 
 
+@lru_cache(maxsize=64)
+def _cv2_linear_coeffs_on(n_in: int, n_out: int, clamp_weights: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """:func:`_cv2_linear_coeffs` on ``device``, copied there once, not per batch."""
+    return tuple(t.to(device) for t in _cv2_linear_coeffs(n_in, n_out, clamp_weights))
+
+
 def resize_cv2_linear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     r"""``cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)`` on uint8 images, bit for bit.
 
@@ -354,8 +360,8 @@ def resize_cv2_linear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if w_in == 2 * w_out and h_in == 2 * h_out:
         t = s[..., 0::2, 0::2] + s[..., 0::2, 1::2] + s[..., 1::2, 0::2] + s[..., 1::2, 1::2]
         return ((t + 2) >> 2).to(torch.uint8)
-    ix0, ix1, a0, a1 = (t.to(x.device) for t in _cv2_linear_coeffs(w_in, w_out, True))
-    iy0, iy1, b0, b1 = (t.to(x.device) for t in _cv2_linear_coeffs(h_in, h_out, False))
+    ix0, ix1, a0, a1 = _cv2_linear_coeffs_on(w_in, w_out, True, x.device)
+    iy0, iy1, b0, b1 = _cv2_linear_coeffs_on(h_in, h_out, False, x.device)
     rows = s.index_select(3, ix0) * a0 + s.index_select(3, ix1) * a1  # (B, C, H, W') in 2**-11
     r0 = rows.index_select(2, iy0) >> 4
     r1 = rows.index_select(2, iy1) >> 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .perf import MODEL_SPEED_PARAMS, choose_batch_size, count_prompts, model_sp
 from .reduce import DEFAULT_STATIC_PSNR, REDUCE_PARAMS, WorkReducer
 from .stages import SinkThread, StageTimer, prefetch
 from .temporal import TEMPORAL_PARAMS, make_temporal
+from .transfer import HostCopy, PendingHost, upload, upload_batches
 from .variants import VARIANTS, VariantOutput, get_variant
 from .video import probe, read_batches
 from .writers import FORMATS, OUTPUT_PARAMS, make_writer, output_look
@@ -224,14 +226,7 @@ class MaskPipeline:
 
     def to_device(self, frames: Any) -> torch.Tensor:
         """``(B, H, W, 3)`` uint8 numpy/tensor -> ``(B, 3, H, W)`` uint8 tensor on the device."""
-        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
-            raise ValueError(f"frames must be (B, H, W, 3) uint8, got {t.dtype} {tuple(t.shape)}")
-        if self.device.type == "cuda" and t.device.type == "cpu":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-        else:
-            t = t.to(self.device)
-        return t.permute(0, 3, 1, 2).contiguous()
+        return upload(frames, self.device).get()
 
     def _plan(self, hw: tuple[int, int]):
         """One model call per (preprocess, size): the union of every variant's prompts."""
@@ -329,7 +324,7 @@ class MaskPipeline:
                host_frames: np.ndarray | None = None, *, bits: Mapping[str, int] | None = None,
                matte_style: str = "straight", matte_color: tuple[int, int, int] = (0, 255, 0),
                background: np.ndarray | None = None, host_frames16: np.ndarray | None = None,
-               defer_matte: bool = False) -> dict[str, np.ndarray]:
+               defer_matte: bool = False, defer_copy: bool = False) -> dict[str, np.ndarray] | PendingHost:
         """Turn a variant's output into uint8 (or uint16) host images per output kind.
 
         Only uint8 / uint16 data crosses from the device to the host: the mask is
@@ -349,6 +344,9 @@ class MaskPipeline:
                 16-bit matte, instead of ``host_frames`` (no 8-bit banding).
             defer_matte: give the matte as a :class:`~streammask.matte.MatteBatch` that the writer
                 composes on its thread (what :func:`process_video` does), not as an array.
+            defer_copy: return at once, with the device -> host copies still running (on CUDA: a
+                side stream into pinned buffers, :class:`~streammask.transfer.HostCopy`), as a
+                :class:`~streammask.transfer.PendingHost` whose ``result()`` is the dict below.
 
         Returns:
             ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
@@ -358,38 +356,72 @@ class MaskPipeline:
 
         bits = bits or {}
         clamped = result.mask.clamp(0, 1)
-        host_masks: dict[int, np.ndarray] = {}
+        fetch = HostCopy(frames.device)
+        mask_slots: dict[int, int] = {}  # depth -> index in fetch
 
-        def mask_host(depth: int) -> np.ndarray:
-            if depth not in host_masks:
+        def mask_slot(depth: int) -> int:
+            if depth not in mask_slots:
                 if depth == 16:
                     # quantized on the device; 2 bytes a pixel cross to the host as int16 offset by
                     # 32768 (int16 works on every device, uint16 has few CUDA kernels), then flip the top bit
                     q = ((clamped * 65535 + 0.5).to(torch.int32) - 32768).to(torch.int16)
-                    q = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-                    host_masks[depth] = q.view(np.uint16) ^ np.uint16(0x8000)
                 else:
                     q = ops.to_uint8(clamped)
-                    host_masks[depth] = q.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            return host_masks[depth]
+                mask_slots[depth] = fetch.add(q.permute(0, 2, 3, 1))
+            return mask_slots[depth]
 
-        out: dict[str, np.ndarray] = {}
+        slots: dict[str, int] = {}
         if "mask" in kinds:
-            out["mask"] = mask_host(bits.get("mask", 8))
+            slots["mask"] = mask_slot(bits.get("mask", 8))
         if "heatmap" in kinds:
             heat = result.heatmap
             if heat is None:
                 colour = ops.apply_colormap(result.mask.clamp(0, 1), self.colormap)
                 heat = ops.blend(frames, colour, self.heatmap_alpha)
-            out["heatmap"] = heat.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            slots["heatmap"] = fetch.add(heat.permute(0, 2, 3, 1))
         if "matte" in kinds:
-            rgb = host_frames if host_frames is not None else frames.permute(0, 2, 3, 1).cpu().numpy()
-            if host_frames16 is not None and bits.get("matte", 8) == 16:
-                rgb = host_frames16
-            matte = MatteBatch(rgb, mask_host(bits.get("matte", 8)), style=matte_style, color=matte_color,
-                               background=background)
-            out["matte"] = matte if defer_matte else matte.compose()
-        return out
+            slots["matte"] = mask_slot(bits.get("matte", 8))
+            if host_frames is None:
+                slots["rgb"] = fetch.add(frames.permute(0, 2, 3, 1))
+
+        def finish() -> dict[str, np.ndarray]:
+            arrays = fetch.wait()
+            if 16 in mask_slots:
+                i = mask_slots[16]
+                arrays[i] = arrays[i].view(np.uint16) ^ np.uint16(0x8000)
+            out = {kind: arrays[slots[kind]] for kind in ("mask", "heatmap") if kind in slots}
+            if "matte" in slots:
+                rgb = host_frames if host_frames is not None else arrays[slots["rgb"]]
+                if host_frames16 is not None and bits.get("matte", 8) == 16:
+                    rgb = host_frames16
+                matte = MatteBatch(rgb, arrays[slots["matte"]], style=matte_style, color=matte_color,
+                                   background=background)
+                out["matte"] = matte if defer_matte else matte.compose()
+            return out
+
+        return PendingHost(finish) if defer_copy else finish()
+
+
+def _copy_ahead(device: torch.device) -> int:
+    """Rendered batches :func:`process_video` keeps in flight before handing them to the
+    encoders: 1 on CUDA (their device -> host copies overlap the next batch's compute), 0
+    elsewhere (the copies are synchronous: holding a batch back would only delay it)."""
+    return 1 if torch.device(device).type == "cuda" else 0
+
+
+def _stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, H, W, C)`` from N ``(H, W, C)`` frames: a view, not a copy, when they are
+    consecutive rows of one array (a decoded batch without look-ahead, the usual case)."""
+    base = rows[0].base
+    if isinstance(base, np.ndarray) and base.ndim == rows[0].ndim + 1 and base.flags.c_contiguous \
+            and base.shape[1:] == rows[0].shape:
+        step = base.strides[0]
+        offset = rows[0].ctypes.data - base.ctypes.data
+        start = offset // step
+        if offset % step == 0 and start + len(rows) <= len(base) and all(
+                r.base is base and r.ctypes.data == base.ctypes.data + (start + k) * step for k, r in enumerate(rows)):
+            return base[start:start + len(rows)]
+    return np.stack(rows)
 
 
 def _progress(total: int | None, enabled: bool, desc: str):
@@ -548,6 +580,21 @@ def process_video(
         if frame_range.state:
             pipe.load_stream_state(frame_range.state)
     bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
+    # rendered batches whose device -> host copies may still run: handed to the encoders a batch
+    # later, so the host does not wait for the GPU while it has queued work (CUDA only)
+    in_flight: deque = deque()
+    ahead = _copy_ahead(segmenter.device)
+
+    def hand_over(keep: int) -> None:
+        while len(in_flight) > keep:
+            rendered, pts = in_flight.popleft()
+            t0 = time.perf_counter()
+            done = {name: pending.result() for name, pending in rendered.items()}
+            timer.add("device -> host wait", time.perf_counter() - t0)
+            for name, per_kind in done.items():
+                for kind, arr in per_kind.items():
+                    sinks[(name, kind)].put((arr, pts))
+
     frames_done = 0
     read_stats: dict[str, int] = {}
     try:
@@ -572,7 +619,9 @@ def process_video(
         else:
             reader = range_batches(source, frame_range, pipe, batch_size=batch_size,
                                    strict=settings["strict"], stats=read_stats, deep=deep)
-        batches = prefetch(reader, maxsize=decode_slots, name="decode", timer=timer, stop=stop)
+        # on CUDA the decode thread also copies each batch to the device (its own stream), ahead of the model
+        batches = prefetch(upload_batches(reader, segmenter.device), maxsize=decode_slots, name="decode",
+                           timer=timer, stop=stop)
         def emit(results, x, payload) -> None:
             if not payload:
                 return
@@ -583,25 +632,25 @@ def process_video(
                     return
                 payload = [payload[i] for i in keep]
             pts = [item[0] for item in payload]
-            host = np.stack([item[1] for item in payload])
+            host = _stack_rows([item[1] for item in payload]) if "matte" in kinds else None
             host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
             bg = None
             if look["background"] is not None:  # by the clip's frame index: a segment's frames as in one pass
                 bg = look["background"].take(len(pts), indices=[item[3] for item in payload])
             rendered = {name: pipe.render(x if keep is None else x[keep], res if keep is None else _select(res, keep),
                                           kinds, host_frames=host, bits=look["bits"], background=bg,
-                                          host_frames16=host16, defer_matte=True,
+                                          host_frames16=host16, defer_matte=True, defer_copy=True,
                                           matte_style=settings["matte_style"], matte_color=look["color"])
                         for name, res in results.items()}
-            for name, per_kind in rendered.items():
-                for kind, arr in per_kind.items():
-                    sinks[(name, kind)].put((arr, pts))
+            in_flight.append((rendered, pts))
+            hand_over(ahead)
 
-        for batch in batches:
+        for batch, on_device in batches:
             t0 = time.perf_counter()
+            frames = batch.frames if on_device is None else on_device.get()
             deep16 = batch.frames16 if batch.frames16 is not None else [None] * len(batch)
-            emit(*pipe.process_stream(batch.frames, list(zip(batch.pts, batch.frames, deep16,
-                                                             range(batch.start, batch.start + len(batch))))))
+            emit(*pipe.process_stream(frames, list(zip(batch.pts, batch.frames, deep16,
+                                                       range(batch.start, batch.start + len(batch))))))
             timer.add("segment + post-process", time.perf_counter() - t0)
             n_written = len(batch) if frame_range is None else sum(
                 frame_range.start <= i < frame_range.end for i in range(batch.start, batch.start + len(batch)))
@@ -612,12 +661,17 @@ def process_video(
         if frame_range is not None:
             frame_range.state_out = pipe.stream_state()
         emit(*pipe.flush_stream())
+        hand_over(0)
         for key, sink in sinks.items():
             sink.close()
         paths = {f"{n}.{k}": w.close() for (n, k), w in writers.items()}
     except BaseException:
         stop.set()
         if settings["keep_partial"]:
+            try:  # the batches already rendered are part of what was written so far
+                hand_over(0)
+            except Exception:
+                in_flight.clear()
             _finalize_partial(sinks, writers)
         else:
             for sink in sinks.values():

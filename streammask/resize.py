@@ -54,11 +54,17 @@ def pil_bilinear_weights(in_size: int, out_size: int) -> tuple[torch.Tensor, tor
     return index, weight
 
 
+@lru_cache(maxsize=64)
+def _weights_on(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pil_bilinear_weights` on ``device``, copied there once (a copy per batch from
+    pageable memory would make the host wait for the GPU's queued work every time)."""
+    index, weight = pil_bilinear_weights(in_size, out_size)
+    return index.to(device), weight.to(device)
+
+
 def _pass(images: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     in_size = images.shape[dim]
-    index, weight = pil_bilinear_weights(in_size, out_size)
-    index = index.to(images.device)
-    weight = weight.to(images.device)
+    index, weight = _weights_on(in_size, out_size, images.device)
     src = images.to(torch.int64)
     shape = [1] * images.dim()
     shape[dim] = out_size
