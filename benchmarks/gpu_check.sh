@@ -94,5 +94,9 @@ step model_options 90 $PY benchmarks/model_options.py "$CLIP" --device "$DEVICE"
 step bench_null_veryfast 90 $PY -m streammask bench "$CLIP" --segmenter null --device "$DEVICE" \
   --batch-size "$BATCH" --frames "$((E2E / 2))" --encoder-preset veryfast --json "$OUTDIR/bench_null_veryfast.json"
 
+# 6. the copy / compute overlap on and off (end to end, mask + heatmap)
+step overlap 90 $PY benchmarks/overlap_check.py "$CLIP" --device "$DEVICE" --dtype "$DTYPE" --batch-size "$BATCH" \
+  --frames "$((E2E / 2))" --rounds 2
+
 { echo; echo "## steps"; echo; echo '```'; cat "$LOGS/steps.txt"; echo '```'; } >> "$SUMMARY"
 cat "$LOGS/steps.txt"

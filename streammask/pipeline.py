@@ -590,7 +590,8 @@ def process_video(
             rendered, pts = in_flight.popleft()
             t0 = time.perf_counter()
             done = {name: pending.result() for name, pending in rendered.items()}
-            timer.add("device -> host wait", time.perf_counter() - t0)
+            if ahead:  # time the host still waited for copies that ran behind the next batch's compute
+                timer.add("device -> host wait", time.perf_counter() - t0)
             for name, per_kind in done.items():
                 for kind, arr in per_kind.items():
                     sinks[(name, kind)].put((arr, pts))
