@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import deque
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence

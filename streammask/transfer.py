@@ -22,6 +22,7 @@ again while a copy or kernel still reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -29,20 +30,18 @@ import torch
 
 __all__ = ["DeviceFrames", "upload", "upload_batches", "HostCopy", "PendingHost", "copy_stream"]
 
-_STREAMS: dict[tuple[str, int, str], Any] = {}
-
-
 def copy_stream(device: torch.device, purpose: str):
     """The side stream for ``purpose`` (``"upload"``, ``"download"``) on a CUDA ``device``,
     created once per device and purpose (``None`` on any other device)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    key = (device.type, index, purpose)
-    if key not in _STREAMS:
-        _STREAMS[key] = torch.cuda.Stream(device=index)
-    return _STREAMS[key]
+    return _cuda_stream(device.index if device.index is not None else torch.cuda.current_device(), purpose)
+
+
+@lru_cache(maxsize=None)
+def _cuda_stream(index: int, purpose: str):
+    return torch.cuda.Stream(device=index)
 
 
 @dataclass(frozen=True)
