@@ -136,22 +136,50 @@ class BrightnessSegmenter:
 
 
 @pytest.mark.parametrize("temporal,options", [("none", {}), ("median", {"window": 5})])
-def test_process_video_with_a_batch_in_flight_writes_the_same_files(synthetic_clip, tmp_path, monkeypatch, temporal,
-                                                                    options):
-    """What CUDA does (outputs handed to the encoders one batch late), run on the CPU: same frames, same pts."""
+def test_process_video_with_a_batch_in_flight_hands_the_encoders_the_same_frames(synthetic_clip, tmp_path, monkeypatch,
+                                                                                 temporal, options):
+    """What CUDA does (outputs handed to the encoders one batch late), run on the CPU: every encoder gets the
+    same arrays with the same pts, and the lossless outputs are byte-identical."""
+    from streammask.matte import MatteBatch
+
+    real_make_writer = pipeline_mod.make_writer
+    received: dict[str, list] = {}
+
+    def recording_make_writer(kind, *args, **kwargs):
+        writer = real_make_writer(kind, *args, **kwargs)
+        real_write = writer.write
+
+        def write(frames, pts):
+            arr = frames.compose() if isinstance(frames, MatteBatch) else np.array(frames)
+            received[run].append((kind, arr, list(pts)))
+            real_write(frames, pts)
+
+        writer.write = write
+        return writer
+
+    monkeypatch.setattr(pipeline_mod, "make_writer", recording_make_writer)
     kw = dict(prompt="person", segmenter=BrightnessSegmenter(), batch_size=5, outputs=["mask", "heatmap", "matte"],
-              mask_format="ffv1", matte_format="png", progress=False, temporal=temporal,
-              **options)
-    now = process_video(synthetic_clip, out_dir=tmp_path / "now", **kw)
-    monkeypatch.setattr(pipeline_mod, "_copy_ahead", lambda device: 1)
-    late = process_video(synthetic_clip, out_dir=tmp_path / "late", **kw)
+              mask_format="ffv1", matte_format="png", progress=False, temporal=temporal, **options)
+    summaries = {}
+    for run, ahead in (("now", 0), ("late", 1)):
+        received[run] = []
+        monkeypatch.setattr(pipeline_mod, "_copy_ahead", lambda device, ahead=ahead: ahead)
+        summaries[run] = process_video(synthetic_clip, out_dir=tmp_path / run, **kw)
+    now, late = summaries["now"], summaries["late"]
     assert now.frames == late.frames == 12
     assert "device -> host wait" in late.stage_seconds and "device -> host wait" not in now.stage_seconds
-    for kind in ("mask", "heatmap"):  # lossless FFV1 and H.264 (x264 is deterministic for the same input)
-        a, b = (_decode(s.outputs[f"soft.{kind}"], "rgb24") for s in (now, late))
-        assert len(a) == len(b) == 12 and len({f.tobytes() for f in a}) > 6  # the frames differ from each other
-        for fa, fb in zip(a, b):
-            np.testing.assert_array_equal(fa, fb)
+    for kind in ("mask", "heatmap", "matte"):
+        got = {run: [(arr, pts) for k, arr, pts in received[run] if k == kind] for run in received}
+        pts = {run: [p for _, ps in got[run] for p in ps] for run in got}
+        assert pts["now"] == pts["late"] and len(pts["now"]) == 12, kind
+        a, b = (np.concatenate([arr for arr, _ in got[run]]) for run in ("now", "late"))
+        assert len({f.tobytes() for f in a}) > 6, kind  # the frames differ from each other
+        np.testing.assert_array_equal(a, b, err_msg=kind)
+    masks = [_decode(s.outputs["soft.mask"], "gray") for s in (now, late)]  # lossless FFV1
+    assert len(masks[0]) == len(masks[1]) == 12
+    for fa, fb in zip(*masks):
+        np.testing.assert_array_equal(fa, fb)
+    assert len(_decode(late.outputs["soft.heatmap"], "rgb24")) == 12  # H.264: every frame, not compared bit for bit
     pngs = [sorted(s.outputs["soft.matte"].glob("*.png")) for s in (now, late)]
     assert [p.name for p in pngs[0]] == [p.name for p in pngs[1]] and len(pngs[0]) == 12
     for pa, pb in zip(*pngs):
