@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from streammask.bench import build_bench_parser, run_bench_command
+from streammask.cli.bench import build_bench_parser, run_bench_command
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """End-to-end frames/s of ``process_video`` with and without the copy / compute overlap.
 
-``streammask.transfer`` overlaps, on CUDA, the upload of batch n + 1 (decode thread, side
+``streammask.pipeline.transfer`` overlaps, on CUDA, the upload of batch n + 1 (decode thread, side
 stream, pinned memory) and the download of batch n - 1's outputs (second stream, pinned
 buffers, handed to the encoders a batch later) with the model on batch n. This script
 runs the same clip both ways in interleaved rounds and reports the median frames/s and
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streammask import load_clipseg, process_video  # noqa: E402
-from streammask import pipeline as pipeline_mod  # noqa: E402
+import streammask.pipeline.run as pipeline_mod  # noqa: E402
 from streammask.testing import save_random_clipseg  # noqa: E402
 
 

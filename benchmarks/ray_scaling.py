@@ -6,7 +6,7 @@ Full-size random-weight CLIPSeg (``save_random_clipseg(full_size=True)``: the re
 (one CPU and one torch thread each), clips cut from ``examples/carphone.mp4``, mask output only. Times are wall
 seconds of ``run_batch`` with Ray already started (actor start-up and model loading included: each actor loads
 the model once) and frames/s over all clips; "warm" runs the same tasks on actors that have already loaded the
-model (``streammask.ray_engine.MaskWorker``, a free actor takes the next clip), i.e. the steady-state throughput of
+model (``streammask.batch.ray.MaskWorker``, a free actor takes the next clip), i.e. the steady-state throughput of
 a long batch.
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
     def warm(actors: int) -> dict:
         from collections import deque
 
-        from streammask.ray_engine import MaskWorker
+        from streammask.batch.ray import MaskWorker
 
         cls = ray.remote(num_cpus=1)(MaskWorker)
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Reduced work (``--stride``, ``--skip-static``): model calls saved, IoU cost, end-to-end speed.
 
 Part 1, quality (``tests/oracle.py``'s clips and oracle, as ``benchmarks/temporal_quality.py``):
-every configuration runs :class:`streammask.reduce.WorkReducer` in front of the oracle
+every configuration runs :class:`streammask.temporal.keyframes.WorkReducer` in front of the oracle
 (optionally followed by a temporal smoother) and is scored like the temporal benchmark
 (IoU %, flicker %, lag in frames; definitions there). Reported per configuration: the
 fraction of frames the model ran on, the reducer's own cost per frame (optical flow,
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from oracle import CLIP_KINDS, OracleSegmenter, SyntheticClip, add_benchmark_arguments, benchmark_clips, score  # noqa: E402
-from streammask.reduce import WorkReducer  # noqa: E402
+from streammask.temporal.keyframes import WorkReducer
 from streammask.temporal import make_temporal  # noqa: E402
 
 # (label, reducer options, temporal method)

@@ -26,9 +26,7 @@ Command line (wired as ``streammask bench``; also ``python benchmarks/bench.py``
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
@@ -42,16 +40,24 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .model import DTYPES
-from .writers import X264_PRESETS
+from . import __version__
+from .errors import ParameterError
+from .io.video import probe, read_batches
+from .io.writers import FORMATS as OUT_FORMATS, make_writer
+from .model.batch_size import choose_batch_size
+from .model.clipseg import load_clipseg, resolve_device
+from .pipeline.core import MaskPipeline
+from .pipeline.run import process_video
+from .testing import save_random_clipseg
+from .variants import get_variant
+from .testing import NullSegmenter
 
-__all__ = ["run_benchmark", "run_encoder_benchmark", "NullSegmenter", "format_markdown", "format_encoder_markdown", "add_bench_parser", "build_bench_parser", "run_bench_command",
-           "STAGES"]
+__all__ = ["run_benchmark", "run_encoder_benchmark", "format_markdown", "format_encoder_markdown", "STAGES"]
 
 PROMPT = "person"
 VARIANT = "soft"
 OUTPUTS = ("mask", "heatmap", "matte")
-FORMATS = {"mask": "mp4", "heatmap": "mp4", "matte": "prores"}
+BENCH_FORMATS = {"mask": "mp4", "heatmap": "mp4", "matte": "prores"}
 #: keys of ``stages_s``, in pipeline order
 STAGES = ("decode", "host_to_device", "preprocess", "model", "postprocess", "device_to_host",
           "encode_mask", "encode_heatmap", "encode_matte")
@@ -111,8 +117,6 @@ def _cpu_model() -> str:
 def _versions() -> dict[str, str | None]:
     import av
     import transformers
-
-    from . import __version__
 
     return {
         "streammask": __version__,
@@ -192,8 +196,6 @@ class _Stages:
 
 
 def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -> int | None:
-    from .errors import ParameterError
-
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -213,7 +215,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         input: video file.
         frames: frames to use (the first ``frames`` of the clip, fewer if it is shorter).
         batch_size: model batch size (model-only, stage timing and end to end); ``None``:
-            what ``streammask run`` picks (:func:`~streammask.perf.choose_batch_size`: 1 on a
+            what ``streammask run`` picks (:func:`~streammask.model.batch_size.choose_batch_size`: 1 on a
             CPU, from free memory on CUDA).
         device, dtype: as :func:`~streammask.model.load_clipseg`.
         model: model id or directory; ``None`` builds the full-size rd64-refined
@@ -229,13 +231,6 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         ``device`` and ``versions``; ``peak_gpu_mem_mb`` and ``gpu_util_*`` are
         ``None`` off CUDA (or without NVML for the utilisation).
     """
-    from .model import load_clipseg
-    from .pipeline import MaskPipeline, process_video
-    from .testing import save_random_clipseg
-    from .variants import get_variant
-    from .video import probe, read_batches
-    from .writers import make_writer
-
     frames = _validate_int("frames", frames, 1)
     batch_size = _validate_int("batch_size", batch_size, 1, nullable=True)
     seed_frames = _validate_int("seed_frames", seed_frames, 1, nullable=True)
@@ -251,8 +246,6 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         seg = load_clipseg(model_dir, device=device, dtype=dtype)
         dev = seg.device
         if batch_size is None:
-            from .perf import choose_batch_size
-
             batch_size = choose_batch_size(None, device=dev, frame_hw=(info.height, info.width), dtype=seg.dtype)
         cuda = dev.type == "cuda"
         stages = _Stages(dev)
@@ -325,7 +318,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
 
         # stage by stage on the decoded frames, each output encoded serially to a temporary file
         state: dict = {}
-        writers = {kind: make_writer(kind, FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
+        writers = {kind: make_writer(kind, BENCH_FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
                                      height=info.height, rate=info.frame_rate, time_base=info.time_base,
                                      preset=encoder_preset)
                    for kind in OUTPUTS}
@@ -359,7 +352,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         with _GpuSampler(dev) as gpu_e2e:
             summary = process_video(input, out_dir=tmp / "e2e", prompt=PROMPT, variants=(VARIANT,), outputs=OUTPUTS,
                                     segmenter=seg, batch_size=batch_size, max_frames=n, progress=False,
-                                    encoder_preset=encoder_preset, **{f"{k}_format": v for k, v in FORMATS.items()})
+                                    encoder_preset=encoder_preset, **{f"{k}_format": v for k, v in BENCH_FORMATS.items()})
         e2e_hwm = _hwm_mb() if hwm_reset else None
 
         # optionally end to end again with the two H.264 outputs only (the GPU target without the ProRes matte)
@@ -367,7 +360,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         if mask_heatmap:
             mh = process_video(input, out_dir=tmp / "e2e-mask-heatmap", prompt=PROMPT, variants=(VARIANT,),
                                outputs=("mask", "heatmap"), segmenter=seg, batch_size=batch_size, max_frames=n,
-                               progress=False, mask_format=FORMATS["mask"], heatmap_format=FORMATS["heatmap"],
+                               progress=False, mask_format=BENCH_FORMATS["mask"], heatmap_format=BENCH_FORMATS["heatmap"],
                                encoder_preset=encoder_preset)
             mh_fps = mh.frames / mh.seconds
 
@@ -383,7 +376,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         "batch_size": batch_size,
         "prompt": PROMPT,
         "variant": VARIANT,
-        "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "outputs": {k: BENCH_FORMATS[k] for k in OUTPUTS},
         "encoder_preset": encoder_preset,
         "model": model_label,
         "model_input": f"{prep_size}x{prep_size}",
@@ -414,48 +407,12 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
 
 # -- encoder-bound mode: a null segmenter ---------------------------------------------------------------------------
 
-class NullSegmenter:
-    """A :class:`~streammask.pipeline.Segmenter` with (almost) no cost: fixed logits of the right shape.
-
-    With it the pipeline is bound by decode, post-processing and the encoders, as it is behind a
-    fast GPU model. The logits are a soft disc (so the mask has edges for the encoders to code,
-    unlike a constant), built once per ``(prompts, size)`` on the frames' device and expanded
-    (no copy) to the batch.
-
-    Args:
-        device: where the logits live (the frames' device).
-        size: the model side the pipeline asks for by default (352, CLIPSeg's).
-    """
-
-    dtype = torch.float32
-
-    def __init__(self, *, device: str | torch.device = "cpu", size: int = 352) -> None:
-        self.device = torch.device(device)
-        self.size = size
-        self.calls = 0
-        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
-
-    def segment(self, frames: torch.Tensor, prompts, *, preprocess: str = "pil", size: int | None = None) -> torch.Tensor:
-        """``(B, 3, H, W)`` uint8 frames -> ``(B, P, S, S)`` float32 logits (a disc, the same for every frame)."""
-        side = int(size or self.size)
-        key = (len(prompts), side, str(frames.device))
-        base = self._cache.get(key)
-        if base is None:
-            r = torch.linspace(-1.0, 1.0, side, device=frames.device)
-            dist = torch.sqrt(r[None, :] ** 2 + r[:, None] ** 2)
-            base = ((0.6 - dist) * 12.0).expand(len(prompts), side, side).contiguous()
-            self._cache[key] = base
-        self.calls += 1
-        return base.unsqueeze(0).expand(frames.shape[0], -1, -1, -1)
-
 
 def _pipeline_only(input, tmp: Path, seg: NullSegmenter, outputs: tuple[str, ...], *, frames: int,
                    batch_size: int, name: str, encoder_preset: str = "fast"):
-    from .pipeline import process_video
-
     return process_video(input, out_dir=tmp / name, prompt=PROMPT, variants=(VARIANT,), outputs=outputs,
                          segmenter=seg, batch_size=batch_size, max_frames=frames, progress=False, audio=False,
-                         encoder_preset=encoder_preset, **{f"{k}_format": FORMATS[k] for k in outputs})
+                         encoder_preset=encoder_preset, **{f"{k}_format": BENCH_FORMATS[k] for k in outputs})
 
 
 def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int | None = 8,
@@ -485,11 +442,6 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
         A JSON-ready dict (keys above, plus ``end_to_end_busy_s`` per configuration, the device,
         ``load_avg`` before / after and ``versions``).
     """
-    from .model import resolve_device
-    from .pipeline import MaskPipeline
-    from .video import probe, read_batches
-    from .writers import FORMATS as OUT_FORMATS, make_writer
-
     frames = _validate_int("frames", frames, 1)
     batch_size = _validate_int("batch_size", 8 if batch_size is None else batch_size, 1)
     info = probe(input)
@@ -514,7 +466,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
 
         # each encoder alone: render (and compose) frames first, then time only the writer
         pipe = MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,))
-        bits = {k: OUT_FORMATS[k][FORMATS[k]].bits for k in OUTPUTS}
+        bits = {k: OUT_FORMATS[k][BENCH_FORMATS[k]].bits for k in OUTPUTS}
         standalone: dict[str, float] = {}
         for kind in OUTPUTS:
             rendered: list[tuple[np.ndarray, list[int]]] = []
@@ -525,7 +477,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
                 rendered.append((np.ascontiguousarray(pipe.render(x, res, (kind,), host_frames=host, bits=bits)[kind]),
                                  list(b.pts)))
             pipe.reset()
-            writer = make_writer(kind, FORMATS[kind], tmp / f"standalone.{kind}", width=info.width,
+            writer = make_writer(kind, BENCH_FORMATS[kind], tmp / f"standalone.{kind}", width=info.width,
                                  height=info.height, rate=info.frame_rate, time_base=info.time_base,
                                  preset=encoder_preset)
             try:
@@ -551,7 +503,7 @@ def run_encoder_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_s
         "frames": n,
         "batch_size": batch_size,
         "variant": VARIANT,
-        "outputs": {k: FORMATS[k] for k in OUTPUTS},
+        "outputs": {k: BENCH_FORMATS[k] for k in OUTPUTS},
         "encoder_preset": encoder_preset,
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({_cpu_model()})"),
         "decode_fps": round(n / decode_s, 3),
@@ -657,86 +609,3 @@ def format_markdown(r: dict[str, Any]) -> str:
         + (f", CUDA {v['cuda']}" if v.get("cuda") else ""),
     ]
     return "\n".join(lines)
-
-
-# -- command line ---------------------------------------------------------------------------------------------------
-
-def _batch_arg(text: str) -> int | None:
-    if text.strip().lower() in ("auto", "none"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid batch size {text!r}: a positive integer or 'auto'") from None
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("input", metavar="INPUT", help="input video file")
-    p.add_argument("--frames", type=int, default=48, help="frames of the clip to use (default 48)")
-    p.add_argument("--batch-size", type=_batch_arg, default=None,
-                   help="model batch size (default auto: as `streammask run`, 1 on a CPU, from free GPU memory on "
-                        "CUDA; 8 with --segmenter null)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="model precision of streammask's passes (the seed-style loop runs float32 for int8)")
-    p.add_argument("--model", default=None,
-                   help="model id or directory (default: full-size rd64-refined architecture, random weights)")
-    p.add_argument("--seed-frames", type=int, default=None, help="frames for the seed-style loop (default: --frames)")
-    p.add_argument("--segmenter", default="clipseg", choices=("clipseg", "null"),
-                   help="null: no model (fixed logits), to measure the pipeline against each encoder alone "
-                        "(encoder-bound, as behind a fast GPU)")
-    p.add_argument("--encoder-preset", default="fast", choices=X264_PRESETS,
-                   help="x264 preset of the H.264 mask and heatmap outputs (default fast)")
-    p.add_argument("--mask-heatmap", action="store_true",
-                   help="also run end to end with the mask and heatmap outputs only (no ProRes matte)")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON ('-': stdout)")
-    return p
-
-
-_DESCRIPTION = ("Benchmark on one clip: model-only, end-to-end (all three outputs) and seed-style per-frame "
-                "throughput, per-stage seconds, peak memory, device and versions.")
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``bench`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``); returns it."""
-    p = subparsers.add_parser("bench", help="measure throughput (model only, end to end, seed-style loop)",
-                              description=_DESCRIPTION)
-    return _add_arguments(p)
-
-
-def build_bench_parser(prog: str = "streammask bench") -> argparse.ArgumentParser:
-    """A standalone parser with the ``bench`` arguments (used by ``benchmarks/bench.py``)."""
-    return _add_arguments(argparse.ArgumentParser(prog=prog, description=_DESCRIPTION))
-
-
-def run_bench_command(args: argparse.Namespace) -> int:
-    """Run the benchmark for parsed ``bench`` arguments: print the markdown table, write ``--json``; exit status."""
-    from .errors import StreamMaskError
-
-    try:
-        if getattr(args, "segmenter", "clipseg") == "null":
-            result = run_encoder_benchmark(args.input, frames=args.frames, batch_size=args.batch_size,
-                                           device=args.device, encoder_preset=args.encoder_preset)
-        else:
-            result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
-                                   dtype=args.dtype, model=args.model, seed_frames=args.seed_frames,
-                                   mask_heatmap=args.mask_heatmap, encoder_preset=args.encoder_preset)
-    except StreamMaskError as exc:
-        print(f"streammask: error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=2)
-    if args.json == "-":
-        print(text)
-    else:
-        print(format_markdown(result))
-        if args.json:
-            Path(args.json).write_text(text + "\n")
-    return 0
-
-
-def main(argv=None) -> int:
-    return run_bench_command(build_bench_parser().parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

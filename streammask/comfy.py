@@ -34,10 +34,13 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from .errors import ParameterError
-from .model import ClipSeg, load_clipseg, resolve_device, resolve_dtype
+from .model.clipseg import ClipSeg, load_clipseg, resolve_device, resolve_dtype
 from .params import Param, ParamSet
-from .pipeline import RUN_PARAMS, MaskPipeline, process_video
+from .pipeline.settings import RUN_PARAMS
+from .pipeline.core import MaskPipeline
+from .pipeline.run import process_video
 from .variants import VARIANTS, get_variant
+from .variants import check_prompt
 
 __all__ = [
     "NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "MODEL_TYPE", "CHUNK_FRAMES", "clear_model_cache",
@@ -321,8 +324,7 @@ class StreamMaskMaskByText:
             raise ParameterError(unknown[0], params[unknown[0]], "one of " + ", ".join(self.SEED_INPUTS + self.EXTRA_INPUTS))
         p = self._params().validate(params, where=type(self).__name__)
         seg = _check_handle(clipseg)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
+        check_prompt(prompt)
         frames = _as_bhwc(image)
         b, h, w = frames.shape[:3]
         # batch-wide normalisation needs every chunk first: run the chunks unnormalised, normalise below

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["save_random_clipseg", "CLIP_MEAN", "CLIP_STD"]
+import torch
+
+from .model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["save_random_clipseg", "NullSegmenter"]
 
 # CIDAS/clipseg-rd64-refined's preprocessor_config.json uses ImageNet statistics.
-CLIP_MEAN = [0.485, 0.456, 0.406]
-CLIP_STD = [0.229, 0.224, 0.225]
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -64,7 +66,6 @@ def _calibrate_logits(model, config, *, std: float = 3.0, mean: float = -0.5) ->
     probability is 0 or 1; real CLIPSeg logits mostly lie within +-10. The last
     layer is linear in its weight and bias, so scaling both scales the logits.
     """
-    import torch
 
     gen = torch.Generator().manual_seed(1234)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 352), torch.linspace(-1, 1, 352), indexing="ij")
@@ -104,7 +105,6 @@ def save_random_clipseg(
     Returns:
         The directory, loadable with ``streammask.load_clipseg(path)``.
     """
-    import torch
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPTokenizer
 
     path = Path(path)
@@ -142,8 +142,43 @@ def save_random_clipseg(
     except ImportError:  # transformers 4.x: the "slow" processor is the PIL one
         _PilProcessor = ViTImageProcessor
     image_processor = _PilProcessor(do_resize=True, size={"height": 352, "width": 352}, resample=2, do_rescale=True,
-                                    rescale_factor=1 / 255, do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+                                    rescale_factor=1 / 255, do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
     # The hub repositories hold preprocessor_config.json + tokenizer files side by side.
     image_processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class NullSegmenter:
+    """A :class:`~streammask.pipeline.Segmenter` with (almost) no cost: fixed logits of the right shape.
+
+    With it the pipeline is bound by decode, post-processing and the encoders, as it is behind a
+    fast GPU model. The logits are a soft disc (so the mask has edges for the encoders to code,
+    unlike a constant), built once per ``(prompts, size)`` on the frames' device and expanded
+    (no copy) to the batch.
+
+    Args:
+        device: where the logits live (the frames' device).
+        size: the model side the pipeline asks for by default (352, CLIPSeg's).
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, *, device: str | torch.device = "cpu", size: int = 352) -> None:
+        self.device = torch.device(device)
+        self.size = size
+        self.calls = 0
+        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def segment(self, frames: torch.Tensor, prompts, *, preprocess: str = "pil", size: int | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 frames -> ``(B, P, S, S)`` float32 logits (a disc, the same for every frame)."""
+        side = int(size or self.size)
+        key = (len(prompts), side, str(frames.device))
+        base = self._cache.get(key)
+        if base is None:
+            r = torch.linspace(-1.0, 1.0, side, device=frames.device)
+            dist = torch.sqrt(r[None, :] ** 2 + r[:, None] ** 2)
+            base = ((0.6 - dist) * 12.0).expand(len(prompts), side, side).contiguous()
+            self._cache[key] = base
+        self.calls += 1
+        return base.unsqueeze(0).expand(frames.shape[0], -1, -1, -1)

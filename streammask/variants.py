@@ -22,12 +22,31 @@ from . import ops
 from .errors import ParameterError
 from .params import Param, ParamSet
 
-__all__ = ["Variant", "VariantOutput", "VARIANTS", "get_variant", "split_prompts"]
+__all__ = ["Variant", "VariantOutput", "VARIANTS", "get_variant", "split_prompts", "check_prompt"]
 
 
 def split_prompts(text: str) -> list[str]:
     """``"sky|trees"`` -> ``["sky", "trees"]`` (blank parts dropped)."""
     return [p.strip() for p in text.split("|") if p.strip()]
+
+
+def check_prompt(prompt: Any, *, name: str = "prompt", where: str = "") -> str:
+    """Refuse a prompt without text: empty, blank, or only ``|`` separators (``"|"``).
+
+    Args:
+        prompt: the prompt as given.
+        name: the parameter's name in the face that took it (``--prompt``, ``text``, ...).
+        where: what to add to the message (where else the prompt can be given).
+
+    Returns:
+        ``prompt``, unchanged.
+
+    Raises:
+        ParameterError: naming ``name`` and the value.
+    """
+    if not isinstance(prompt, str) or not split_prompts(prompt):
+        raise ParameterError(name, prompt, "a non-empty text such as 'person' or 'sky|trees'" + where)
+    return prompt
 
 
 @dataclass

@@ -27,7 +27,7 @@ def install() -> None:
     if not crash_dir:
         return
     from streammask.model import ClipSeg
-    from streammask.ray_engine import MaskWorker
+    from streammask.batch.ray import MaskWorker
 
     state = {"marker": None, "batches": 0}
     real_run, real_logits = MaskWorker.run, ClipSeg.logits

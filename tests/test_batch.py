@@ -11,7 +11,9 @@ import av
 import pytest
 
 from streammask import PipelineFileError
-from streammask.batch import DONE_NAME, REPORT_NAME, add_batch_parser, plan_batch, run_batch, run_batch_command
+from streammask.batch.jobs import DONE_NAME, REPORT_NAME, plan_batch
+from streammask.cli.batch import add_batch_parser, run_batch_command
+from streammask.batch.local import run_batch
 
 from conftest import write_synthetic_clip
 
@@ -211,14 +213,14 @@ def test_missing_prompt_is_a_usage_error(tmp_path, tiny_model):
 
 
 def test_model_loaded_only_when_needed(tmp_path, tiny_model, tiny_model_dir, monkeypatch):
-    import streammask.model
+    import streammask.batch.local
 
     clip = _clip(tmp_path / "c.mp4", frames=2)
     out = tmp_path / "out"
     kw = dict(FAST, out_dir=out, prompt="person", model=tiny_model_dir)
     assert run_batch([clip], segmenter=tiny_model, **kw).exit_code == 0
     calls = []
-    monkeypatch.setattr(streammask.model, "load_clipseg", lambda *a, **k: calls.append(a) or tiny_model)
+    monkeypatch.setattr(streammask.batch.local, "load_from_settings", lambda *a, **k: calls.append(a) or tiny_model)
     # every clip done: the model is not loaded; --batch-size alone does not change the outputs
     assert [r.status for r in run_batch([clip], **dict(kw, batch_size=2)).results] == ["skipped"] and calls == []
     assert [r.status for r in run_batch([clip], force=True, **kw).results] == ["ok"] and len(calls) == 1

@@ -14,7 +14,7 @@ import pytest
 
 from streammask import InvalidVideoError, run_batch
 from streammask.batch import DONE_NAME, REPORT_NAME
-from streammask.ray_engine import RayNotInstalledError, is_retryable
+from streammask.batch.ray import RayNotInstalledError, is_retryable
 
 from conftest import write_gop_clip, write_synthetic_clip
 from ray_crash_hook import CRASH_DIR_ENV, arm
@@ -223,8 +223,8 @@ def test_ray_segment_join_has_the_source_audio_once(ray_cluster, tmp_path, tiny_
 def test_actor_loads_the_batch_model_options(tiny_model_dir):
     """The actor class itself (no cluster needed): the batch's dtype and speed options reach its model."""
     from streammask.model import attention_implementation
-    from streammask.perf import model_speed_options
-    from streammask.ray_engine import MaskWorker
+    from streammask.model.options import model_speed_options
+    from streammask.batch.ray import MaskWorker
 
     base = {"attn_implementation": "eager", "channels_last": False, "compile": False, "unrelated": 1}
     worker = MaskWorker(str(tiny_model_dir), None, "cpu", "int8", model_speed_options(base))

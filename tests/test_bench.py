@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from streammask.bench import STAGES, add_bench_parser, format_markdown, run_bench_command, run_benchmark
+from streammask.bench import STAGES, format_markdown, run_benchmark
+from streammask.cli.bench import add_bench_parser, run_bench_command
 
 
 def _positive(x) -> bool:
@@ -80,7 +81,7 @@ def test_cli_function(tmp_path, tiny_model_dir, capsys):
 def test_default_batch_size_is_the_runs(tmp_path, tiny_model_dir):
     from conftest import write_synthetic_clip
 
-    from streammask.perf import CPU_BATCH_SIZE
+    from streammask.model.batch_size import CPU_BATCH_SIZE
 
     clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=3)
     assert _parser().parse_args(["bench", str(clip)]).batch_size is None

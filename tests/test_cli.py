@@ -4,7 +4,7 @@ import av
 import pytest
 
 from streammask.cli import main
-from streammask.pipeline_file import load_pipeline
+from streammask.pipeline.settings import load_pipeline
 from streammask import PipelineFileError
 
 PIPELINES = sorted((Path(__file__).parents[1] / "pipelines").glob("*.toml"))

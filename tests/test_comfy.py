@@ -25,7 +25,7 @@ from streammask.comfy import (
     StreamMaskVideo,
     parse_variant_params,
 )
-from streammask.video import read_batches
+from streammask.io.video import read_batches
 
 from conftest import CARPHONE
 from seed_reference import SEED_INPUT_TYPES as SEEDS

@@ -16,8 +16,8 @@ import pytest
 from streammask import probe, process_video, read_batches
 from streammask.cli import main
 from streammask.errors import InvalidVideoError
-from streammask.safety import fit_batch_to_memory, queue_slots
-from streammask.video import PROBE_MAX_DAMAGED_PACKETS
+from streammask.pipeline.preflight import fit_batch_to_memory, queue_slots
+from streammask.io.video import PROBE_MAX_DAMAGED_PACKETS
 
 from conftest import encode_frames, write_mjpeg_avi
 from test_reliability import damage
@@ -89,7 +89,8 @@ def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, 
     matte 1)."""
     import dataclasses
 
-    import streammask.pipeline as pipeline_module
+    import streammask.pipeline.outputs as outputs_module
+    import streammask.pipeline.run as pipeline_module
 
     clip = write_mjpeg_avi(tmp_path / "clip.avi", frames=2)
     real_probe = pipeline_module.probe
@@ -105,7 +106,7 @@ def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, 
         raise Stop
         yield  # a generator, like the real one
 
-    real_prefetch, real_sink = pipeline_module.prefetch, pipeline_module.SinkThread
+    real_prefetch, real_sink = pipeline_module.prefetch, outputs_module.SinkThread
 
     def prefetch(it, *, maxsize, **kwargs):
         seen["decode_slots"] = maxsize
@@ -117,7 +118,7 @@ def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(pipeline_module, "read_batches", read_batches)
     monkeypatch.setattr(pipeline_module, "prefetch", prefetch)
-    monkeypatch.setattr(pipeline_module, "SinkThread", sink)
+    monkeypatch.setattr(outputs_module, "SinkThread", sink)
     out = tmp_path / "out"
     with pytest.raises(Stop):
         process_video(clip, prompt="x", out_dir=out, segmenter=tiny_model, progress=False, mask_format="png",

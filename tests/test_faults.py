@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import streammask.pipeline as pipeline_module
+import streammask.pipeline.run as pipeline_module
 from streammask import process_video
 from streammask.cli import main
 from streammask.errors import OutputError
 from streammask.variants import get_variant
-from streammask.writers import VideoWriter
+from streammask.io.writers import VideoWriter
 
 from conftest import mounted_tmpfs, write_synthetic_clip
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streammask import process_video
-from streammask.segments import SEGMENTS_DIR, process_segments
+from streammask.batch.segments import SEGMENTS_DIR, process_segments
 
 from conftest import encode_frames
 from test_outputs_compositing import _audio_span, make_source
@@ -75,7 +75,7 @@ def test_background_video_is_at_the_clips_frame_in_every_segment(talk, tiny_mode
 
 
 def test_background_take_by_index_equals_playing_it_in_order(tmp_path):
-    from streammask.matte import Background
+    from streammask.io.matte import Background
 
     bg = make_source(tmp_path / "bg.mp4", pts=[i * 1001 for i in range(10)])
     in_order = Background(bg, width=32, height=24).take(25)  # plays 10 frames, then starts again
@@ -111,7 +111,7 @@ def test_reduced_work_segments_equal_one_pass(talk, tiny_model, tmp_path, reduce
 def test_reducer_state_round_trip_continues_the_stream():
     import torch
 
-    from streammask.reduce import WorkReducer
+    from streammask.temporal.keyframes import WorkReducer
 
     frames = torch.from_numpy(np.stack([np.roll(np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3), i, 1)
                                         for i in range(9)])).permute(0, 3, 1, 2).contiguous()
@@ -147,7 +147,7 @@ def _deep_source(path: Path, n: int = 12, w: int = 64, h: int = 48) -> Path:
 
 
 def test_deep_mattes_of_segments_equal_one_pass(tiny_model, tmp_path):
-    from streammask.video import read_batches
+    from streammask.io.video import read_batches
 
     src = _deep_source(tmp_path / "deep.mov")
     source16 = np.concatenate([b.frames16 for b in read_batches(src, batch_size=4, deep=True)])

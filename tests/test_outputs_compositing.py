@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from streammask import MaskPipeline, ParameterError, process_video, read_batches
-from streammask.writers import FORMATS
+from streammask.io.writers import FORMATS
 
 from conftest import encode_frames
 

@@ -11,7 +11,7 @@ import torch
 
 from streammask import load_clipseg, process_video, read_batches
 from streammask.errors import ParameterError
-from streammask.perf import (CPU_BATCH_SIZE, MAX_AUTO_BATCH, auto_batch_size, choose_batch_size, frame_memory_bytes)
+from streammask.model.batch_size import CPU_BATCH_SIZE, MAX_AUTO_BATCH, auto_batch_size, choose_batch_size, frame_memory_bytes
 
 PROMPTS = ["person", "car"]
 
@@ -197,7 +197,7 @@ def test_process_video_auto_batch_size(synthetic_clip, tiny_model, tmp_path):
 
 def test_process_video_auto_batch_size_on_cuda_path(synthetic_clip, tiny_model, tmp_path, monkeypatch):
     """The CUDA branch, with torch.cuda's memory query monkeypatched and a segmenter that claims CUDA."""
-    import streammask.pipeline as pipeline
+    import streammask.pipeline.run as pipeline
 
     chosen = []
     real = pipeline.choose_batch_size

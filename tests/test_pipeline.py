@@ -5,7 +5,7 @@ import torch
 
 import streammask
 from streammask import MaskPipeline, ParameterError, process_video
-from streammask.writers import partial_path
+from streammask.io.writers import partial_path
 
 
 def _decode(path, fmt):
@@ -68,7 +68,7 @@ def test_batch_size_does_not_change_masks(synthetic_clip, tiny_model):
 
 
 def test_writer_failure_reaches_caller_and_leaves_no_final_file(synthetic_clip, tmp_path, tiny_model, monkeypatch):
-    from streammask import writers
+    from streammask.io import writers
 
     original = writers.VideoWriter.write
 
@@ -85,7 +85,7 @@ def test_writer_failure_reaches_caller_and_leaves_no_final_file(synthetic_clip, 
 
 
 def test_decoder_failure_reaches_caller(synthetic_clip, tmp_path, tiny_model, monkeypatch):
-    from streammask import pipeline
+    import streammask.pipeline.run as pipeline
 
     def broken(*a, **k):
         yield next(iter(streammask.read_batches(synthetic_clip, batch_size=4)))

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from streammask import ParameterError
-from streammask.plan import ClipSpec, plan_work, segment_ranges
+from streammask.batch.plan import ClipSpec, plan_work, segment_ranges
 
 RATE = Fraction(30000, 1001)
 

@@ -14,7 +14,7 @@ from oracle import OracleNoise, OracleSegmenter, iou, make_clip
 
 from streammask import MaskPipeline, process_video
 from streammask.errors import ParameterError
-from streammask.reduce import WorkReducer, psnr
+from streammask.temporal.keyframes import WorkReducer, psnr
 
 
 class CountingSegmenter:

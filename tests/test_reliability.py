@@ -14,7 +14,7 @@ import pytest
 from streammask import process_video
 from streammask.cli import main
 from streammask.errors import InvalidVideoError
-from streammask.video import read_batches
+from streammask.io.video import read_batches
 
 from conftest import write_mjpeg_avi, write_synthetic_clip
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from streammask.resize import pil_resize_bilinear
+from streammask.model.preprocess import pil_resize_bilinear
 
 
 @pytest.mark.parametrize("h,w", [(144, 176), (272, 640), (360, 640), (100, 400), (352, 352), (10, 700)])

@@ -13,7 +13,7 @@ import pytest
 from streammask import process_video, run_batch
 from streammask.cli import main
 from streammask.errors import OutputError, OutputExistsError, ParameterError
-from streammask.safety import plan_outputs, render_output_name
+from streammask.pipeline.preflight import plan_outputs, render_output_name
 
 from conftest import mounted_tmpfs, write_synthetic_clip
 

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from streammask import InvalidVideoError, process_video
-from streammask.segments import FrameRange, concat_video, frame_pts, process_segments
+from streammask.pipeline.ranges import FrameRange
+from streammask.io.concat import concat_video
+from streammask.io.video import frame_pts
+from streammask.batch.segments import process_segments
 
 from conftest import write_gop_clip as _gop_clip
 
@@ -173,7 +176,7 @@ def test_range_past_the_end(gop_clip, tiny_model, tmp_path):
 
 
 def test_local_batch_segments_hand_over_state(gop_clip, tiny_model, tmp_path, monkeypatch):
-    import streammask.pipeline
+    import streammask.batch.segments
     from streammask import run_batch
     from streammask.batch import DONE_NAME
 
@@ -185,7 +188,7 @@ def test_local_batch_segments_hand_over_state(gop_clip, tiny_model, tmp_path, mo
         ranges.append(None if frame_range is None else (frame_range.warmup_start, frame_range.start, frame_range.end))
         return process_video(*args, frame_range=frame_range, **kwargs)
 
-    monkeypatch.setattr(streammask.pipeline, "process_video", spy)
+    monkeypatch.setattr(streammask.batch.segments, "process_video", spy)
     rep = run_batch([gop_clip], out_dir=tmp_path / "batch", segment_seconds=0.45, overlap_frames=0, **kw)
     # 0.45 s = 13 frames -> 4 segments on the batch grid (4), each continuing the previous one's state
     assert ranges == [(0, 0, 12), (12, 12, 20), (20, 20, 32), (32, 32, 40)]

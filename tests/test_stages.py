@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from streammask.stages import SinkThread, prefetch
+from streammask.pipeline.threads import SinkThread, prefetch
 
 
 def test_prefetch_yields_in_order_and_forwards_errors():

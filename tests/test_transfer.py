@@ -1,4 +1,4 @@
-"""Host <-> device copies (streammask.transfer) and their use in process_video."""
+"""Host <-> device copies (streammask.pipeline.transfer) and their use in process_video."""
 
 from fractions import Fraction
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from streammask import MaskPipeline, process_video
-from streammask import pipeline as pipeline_mod
-from streammask.pipeline import _stack_rows
-from streammask.transfer import DeviceFrames, HostCopy, PendingHost, copy_stream, upload, upload_batches
-from streammask.video import FrameBatch
+import streammask.pipeline.outputs as outputs_mod
+import streammask.pipeline.run as pipeline_mod
+from streammask.pipeline.run import _stack_rows
+from streammask.pipeline.transfer import DeviceFrames, HostCopy, PendingHost, copy_stream, upload, upload_batches
+from streammask.io.video import FrameBatch
 
 
 def _frames(n=3, h=10, w=14, seed=0):
@@ -140,9 +141,9 @@ def test_process_video_with_a_batch_in_flight_hands_the_encoders_the_same_frames
                                                                                  temporal, options):
     """What CUDA does (outputs handed to the encoders one batch late), run on the CPU: every encoder gets the
     same arrays with the same pts, and the lossless outputs are byte-identical."""
-    from streammask.matte import MatteBatch
+    from streammask.io.matte import MatteBatch
 
-    real_make_writer = pipeline_mod.make_writer
+    real_make_writer = outputs_mod.make_writer
     received: dict[str, list] = {}
 
     def recording_make_writer(kind, *args, **kwargs):
@@ -157,7 +158,7 @@ def test_process_video_with_a_batch_in_flight_hands_the_encoders_the_same_frames
         writer.write = write
         return writer
 
-    monkeypatch.setattr(pipeline_mod, "make_writer", recording_make_writer)
+    monkeypatch.setattr(outputs_mod, "make_writer", recording_make_writer)
     kw = dict(prompt="person", segmenter=BrightnessSegmenter(), batch_size=5, outputs=["mask", "heatmap", "matte"],
               mask_format="ffv1", matte_format="png", progress=False, temporal=temporal, **options)
     summaries = {}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from streammask import ParameterError
-from streammask.writers import FORMATS, make_writer, partial_path
+from streammask.io.writers import FORMATS, make_writer, partial_path
 
 TB = Fraction(1, 30000)
 RATE = Fraction(30000, 1001)

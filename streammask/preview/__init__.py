@@ -24,18 +24,12 @@ or an OpenCV window when the installed ``cv2`` has a GUI backend (``--backend op
 
 Modules: :mod:`.sources` (sources, capture thread, drop-oldest buffer), :mod:`.view`
 (key state machine, canvas, statistics), :mod:`.web` (MJPEG server), :mod:`.window`
-(Tk / OpenCV windows), :mod:`.session` (the session and the ``preview`` command).
+(Tk / OpenCV windows), :mod:`.session` (the session; the ``preview`` command is :mod:`streammask.cli.preview`).
 """
 
-from .session import PREVIEW_PARAMS, PreviewSession, add_preview_parser, run_preview, run_preview_command
-from .sources import (
-    URL_SCHEMES, CapturedFrame, LatestFrames, LiveCapture, SourceSpec, StreamDroppedError, parse_input_options,
-    parse_source,
-)
-from .view import (
-    READOUT_HEIGHT, THRESHOLD_PARAM, VIEW_MODES, VIEWS, LatencyStats, PreviewState, PreviewSummary, compose,
-    matte_over, panel_boxes,
-)
+from .session import PREVIEW_PARAMS, PreviewSession, run_preview
+from .sources import URL_SCHEMES, CapturedFrame, LatestFrames, LiveCapture, SourceSpec, StreamDroppedError, parse_input_options, parse_source
+from .view import READOUT_HEIGHT, THRESHOLD_PARAM, VIEW_MODES, VIEWS, LatencyStats, PreviewState, PreviewSummary, compose, matte_over, panel_boxes
 from .web import MjpegServer, parse_serve
 from .window import OpenCVWindow, TkWindow, WindowError, open_window, opencv_has_gui
 
@@ -44,5 +38,5 @@ __all__ = [
     "parse_input_options", "LatestFrames", "LiveCapture", "PreviewState", "THRESHOLD_PARAM", "VIEW_MODES", "VIEWS",
     "READOUT_HEIGHT", "URL_SCHEMES", "panel_boxes", "compose", "matte_over", "LatencyStats", "PreviewSummary",
     "MjpegServer", "parse_serve", "TkWindow", "OpenCVWindow", "open_window", "opencv_has_gui", "PreviewSession",
-    "run_preview", "add_preview_parser", "run_preview_command",
+    "run_preview",
 ]

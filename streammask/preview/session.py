@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue
-import sys
 import threading
 import time
 from fractions import Fraction
@@ -14,14 +12,22 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import OutputError, ParameterError
 from ..params import Param, ParamSet
-from .sources import CapturedFrame, LiveCapture, SourceSpec, StreamDroppedError, parse_input_options, parse_source
+from ..pipeline.core import MaskPipeline
+from ..pipeline.outputs import OutputSet
+from ..pipeline.preflight import DEFAULT_OUTPUT_TEMPLATE, preflight_outputs
+from ..pipeline.settings import RUN_PARAMS, normalize_variants
+from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
+from .sources import CapturedFrame, LiveCapture, SourceSpec, parse_input_options, parse_source
 from .view import THRESHOLD_PARAM, LatencyStats, PreviewState, PreviewSummary, compose, matte_over
 from .web import MjpegServer, parse_serve
 from .window import open_window
+from ..variants import check_prompt
+from ..model.options import MODEL_SPEED_PARAMS
+from ..model.clipseg import load_from_settings
 
-__all__ = ["PREVIEW_PARAMS", "PreviewSession", "run_preview", "add_preview_parser", "run_preview_command"]
+__all__ = ["PREVIEW_PARAMS", "PreviewSession", "run_preview"]
 
 PREVIEW_PARAMS = ParamSet((
     Param("realtime", "bool", False, "play a file at its own frame rate (paced by its timestamps), dropping "
@@ -56,10 +62,8 @@ PREVIEW_PARAMS = ParamSet((
 # ---------------------------------------------------------------------------------------------------------------------
 # the session
 # ---------------------------------------------------------------------------------------------------------------------
-def _check_causal(temporal: Mapping[str, Any]) -> None:
-    from ..temporal import make_temporal
-
-    smoother = make_temporal(**{"name": temporal["temporal"], **temporal})
+def check_causal(temporal: Mapping[str, Any]) -> None:
+    smoother = smoother_for(temporal)
     if not smoother.causal:
         detail = f"{temporal['temporal']} (window_align={temporal.get('window_align')!r})"
         raise ParameterError("temporal", detail, "a causal method in a live preview (it cannot look ahead): none, "
@@ -101,15 +105,11 @@ class PreviewSession:
                  on_frame: Callable[["PreviewSession"], None] | None = None,
                  opener: Callable[[SourceSpec], Iterator[tuple]] | None = None,
                  prompt_lines: "queue.Queue[str] | None" = None, announce: Any = None, **options: Any) -> None:
-        from ..pipeline import RUN_PARAMS, MaskPipeline, normalize_variants
-        from ..temporal import TEMPORAL_PARAMS
-
         temporal_opts = {k: options.pop(k) for k in list(options) if k in TEMPORAL_PARAMS}
         self.settings = PREVIEW_PARAMS.validate(options)
         self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_opts, temporal=temporal)))
-        _check_causal(self.temporal)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ParameterError("prompt", prompt, "a non-empty text such as 'person' or 'sky|trees'")
+        check_causal(self.temporal)
+        check_prompt(prompt)
         self.batch_size = RUN_PARAMS["batch_size"].validate(batch_size)
         self.outputs = RUN_PARAMS["outputs"].validate(outputs)
         self.formats = {"mask": RUN_PARAMS["mask_format"].validate(mask_format),
@@ -156,8 +156,7 @@ class PreviewSession:
         self.pipelines_built = 1
         self.not_recorded = 0
         self._record_shape: tuple[int, ...] | None = None
-        self._writers: dict[tuple[str, str], Any] = {}
-        self._sinks: dict[tuple[str, str], Any] = {}
+        self._recording = OutputSet(thread_label="record")  # --record's writers, opened at the first frame
         self._stop = threading.Event()
         self.stop_reason = ""
         self.recordings: dict[str, Path] = {}  # the finalized recordings, once run() has ended
@@ -167,10 +166,8 @@ class PreviewSession:
         params = {n: {**p, THRESHOLD_PARAM[n]: self.state.thresholds[n]} for n, p in self.variant_params.items()}
         pipe = self._MaskPipeline(self.segmenter, prompt=self.state.prompt, variants=params,
                                   heatmap_alpha=self.heatmap_alpha, colormap=self.colormap, **self.temporal)
-        if previous is not None and previous.prompt == pipe.prompt:
-            # same logits: keep the temporal history and running statistics
-            pipe._smoothers = previous._smoothers
-            pipe.state = previous.state
+        if previous is not None:  # same prompt, same logits: keep the temporal history and running statistics
+            pipe.continue_stream(previous)
         return pipe
 
     def stop(self, reason: str = "stopped") -> None:
@@ -181,32 +178,21 @@ class PreviewSession:
 
     # -- recording ---------------------------------------------------------------------------------------------------
     def _open_recording(self, first: CapturedFrame) -> None:
-        from ..stages import SinkThread
-        from ..writers import FORMATS, make_writer
-
         out = Path(self.settings["record"])
         out.mkdir(parents=True, exist_ok=True)
         h, w = first.rgb.shape[:2]
         for name in self.variant_params:
             for kind in self.outputs:
-                path = self.record_paths[(name, kind)]
-                suffix = FORMATS[kind][self.formats[kind]].suffix
-                stem = path.with_name(path.name[:len(path.name) - len(suffix)])  # make_writer adds the suffix
-                wr = make_writer(kind, self.formats[kind], stem, width=w, height=h,
-                                 rate=first.rate or Fraction(30), time_base=first.time_base,
-                                 preset=self.encoder_preset)
-                self._writers[(name, kind)] = wr
-                self._sinks[(name, kind)] = SinkThread(lambda item, wr=wr: wr.write(*item), maxsize=4,
-                                                       name=f"record {name}.{kind}")
+                self._recording.open((name, kind), kind, self.formats[kind], self.record_paths[(name, kind)],
+                                     width=w, height=h, rate=first.rate or Fraction(30), time_base=first.time_base,
+                                     slots=4, preset=self.encoder_preset)
 
     def _finish_recording(self) -> dict[str, Path]:
-        from ..pipeline import _finalize_partial
-
-        if not self._writers:
+        if not self._recording:
             return {}
-        _finalize_partial(self._sinks, self._writers)
-        paths = {f"{n}.{k}": w.path for (n, k), w in self._writers.items() if w.path.exists()}
-        self._writers, self._sinks = {}, {}
+        self._recording.finalize_partial()
+        paths = {f"{n}.{k}": w.path for (n, k), w in self._recording.writers.items() if w.path.exists()}
+        self._recording = OutputSet(thread_label="record")
         return paths
 
     # -- snapshots ---------------------------------------------------------------------------------------------------
@@ -227,8 +213,6 @@ class PreviewSession:
             else:
                 bgr = img[..., 0]
             if not cv2.imwrite(str(path), bgr):
-                from ..errors import OutputError
-
                 raise OutputError(f"cannot write snapshot {path}")
             self.snapshots.append(path)
 
@@ -357,14 +341,14 @@ class PreviewSession:
         kinds = ("mask", "heatmap", "matte")
         rendered = {name: self.pipe.render(x, res, kinds, host_frames=host) for name, res in results.items()}
         if self.settings["record"]:
-            if not self._writers:
+            if not self._recording:
                 self._open_recording(payload[0])
                 self._record_shape = host.shape[1:]
             if host.shape[1:] == self._record_shape:
                 pts = [it.pts for it in payload]
                 for name, per_kind in rendered.items():
                     for kind in self.outputs:
-                        self._sinks[(name, kind)].put((per_kind[kind], pts))
+                        self._recording.put((name, kind), (per_kind[kind], pts))
             else:  # a stream that came back at another size: the files keep the first size
                 self.not_recorded += len(payload)
         shown = rendered[self.state.variant]
@@ -389,17 +373,12 @@ def recording_paths(spec: SourceSpec, record: str | os.PathLike, *, variants: Se
         OutputExistsError: an output exists and not ``overwrite`` (the message names it and ``--overwrite``).
         ParameterError, OutputError: a bad template, an output that would replace the source.
     """
-    from ..safety import DEFAULT_OUTPUT_TEMPLATE, check_outputs, plan_outputs
-    from ..writers import FORMATS
-
-    # plan_outputs names outputs after the source's stem: a camera or stream is named by spec.name
+    # outputs are named after the source's stem: a camera or stream is named by spec.name
     source = Path(spec.url) if spec.kind == "file" else Path(f"{spec.name}.live")
     if Path(source).stem != spec.name:
         source = Path(f"{spec.name}.live")
-    planned = plan_outputs(source, record, variants=variants, kinds=outputs, formats=formats,
-                           template=template or DEFAULT_OUTPUT_TEMPLATE)
-    check_outputs(source, planned, overwrite=overwrite,
-                  folders=[p for (_, k), p in planned.items() if FORMATS[k][formats[k]].suffix == ""])
+    planned = preflight_outputs(source, record, variants=variants, kinds=outputs, formats=formats,
+                                template=template or DEFAULT_OUTPUT_TEMPLATE, overwrite=overwrite)
     return planned
 
 
@@ -421,148 +400,7 @@ def run_preview(source: str | os.PathLike, *, prompt: str, model: str | os.PathL
     Returns:
         A :class:`PreviewSummary` (frames shown and dropped, latency, recordings).
     """
-    from ..perf import MODEL_SPEED_PARAMS
-
     speed = {p.name: options.pop(p.name) for p in MODEL_SPEED_PARAMS if p.name in options}
     if segmenter is None:
-        from ..model import DEFAULT_MODEL, load_clipseg
-
-        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, **speed)
+        segmenter = load_from_settings(dict(speed, model=model, revision=revision, device=device, dtype=dtype))
     return PreviewSession(source, prompt=prompt, segmenter=segmenter, **options).run()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------------------------------
-_RUN_KEYS_NOT_IN_PREVIEW = ("out_dir", "max_frames", "queue_size", "progress", "strict", "keep_partial",
-                            # not (yet) applied to a live preview or its recordings: not offered
-                            "audio", "matte_style", "matte_color", "background", "max_batch_mb",
-                            "stride", "skip_static", "static_psnr")
-
-
-def add_preview_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``preview`` subcommand."""
-    from ..params import add_arguments
-    from ..pipeline import RUN_PARAMS
-    from ..variants import VARIANTS
-
-    p = subparsers.add_parser(
-        "preview", help="live preview of a camera, a stream or a file, with bounded latency",
-        description="Show the mask live: source | heatmap | matte in a window (and/or a local web page with "
-                    "--serve), with keys to change the threshold, views, variant and prompt. Stale frames are "
-                    "dropped, never queued, so the latency stays bounded. Keys: up/down threshold, v views, "
-                    "c variant, space pause, s snapshot, p or Enter new prompt, q or Esc quit.")
-    p.add_argument("source", metavar="SOURCE", nargs="?", default="0",
-                   help="camera index (0) or device (/dev/video0, avfoundation:0, dshow:video=NAME), stream URL "
-                        "(rtsp://, http://, udp://, ...) or video file (default: camera 0)")
-    p.add_argument("--pipeline", metavar="FILE", help="TOML pipeline file holding the run settings (flags override it)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no status line and no summary")
-    group = p.add_argument_group("preview settings")
-    add_arguments(group, [q for q in PREVIEW_PARAMS if q.name != "no_window"])
-    group.add_argument("--no-window", dest="no_window", action="store_true", default=None,
-                       help=PREVIEW_PARAMS["no_window"].help)
-    add_arguments(p, [q for q in RUN_PARAMS if q.name not in _RUN_KEYS_NOT_IN_PREVIEW],
-                  title="run settings (as `streammask run`; --batch-size defaults to 1 here)")
-    for name, variant in VARIANTS.items():
-        add_arguments(p, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
-    return p
-
-
-def _status_printer(stream) -> Callable[[PreviewSession], None]:
-    last = [0.0]
-
-    def on_frame(session: PreviewSession) -> None:
-        now = time.perf_counter()
-        if now - last[0] < 1.0:
-            return
-        last[0] = now
-        s = session.stats
-        stream.write(f"\rpreview: {session.processed} frames  {s.fps:5.1f} fps  latency {1000 * s.last:4.0f} ms  "
-                     f"dropped {session.capture.frames.dropped}   ")
-        stream.flush()
-
-    return on_frame
-
-
-def _stdin_prompts() -> "queue.Queue[str] | None":
-    """Lines typed in the terminal become the new prompt (when stdin is a terminal)."""
-    try:
-        if not sys.stdin or not sys.stdin.isatty():
-            return None
-    except (ValueError, OSError):
-        return None
-    lines: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        for line in sys.stdin:
-            lines.put(line)
-
-    threading.Thread(target=read, name="streammask-stdin", daemon=True).start()
-    return lines
-
-
-def _recorded(session: PreviewSession | None, record: str | None) -> str:
-    if not record:
-        return ""
-    n = len(session.recordings) if session is not None else 0
-    return f"; {n} recording(s) finalized in {record}" if n else "; nothing was recorded yet"
-
-
-def run_preview_command(args: argparse.Namespace) -> int:
-    """``streammask preview``: 0 at the end of the source / quit / window closed, 1 when a stream dropped for good,
-    2 for bad input, 130 on Ctrl-C, 143 on SIGTERM. Recordings are finalized in every case."""
-    from ..cli import Terminated, _collect, stopped_exit_code
-
-    settings = _collect(args)
-    for key in _RUN_KEYS_NOT_IN_PREVIEW:
-        settings.pop(key, None)
-    for q in PREVIEW_PARAMS:
-        value = getattr(args, q.name, None)
-        if value is not None:
-            settings[q.name] = q.validate(value, label="--" + q.name.replace("_", "-"))
-    prompt = settings.pop("prompt", "")
-    if not str(prompt).strip():
-        raise ParameterError("--prompt", prompt, "a non-empty text (give --prompt or a pipeline file's prompt)")
-    model = settings.pop("model", None)
-    revision = settings.pop("revision", None)
-    device = settings.pop("device", "auto")
-    dtype = settings.pop("dtype", "auto")
-    from ..perf import MODEL_SPEED_PARAMS
-
-    speed = {p.name: settings.pop(p.name) for p in MODEL_SPEED_PARAMS if p.name in settings}
-    quiet = args.quiet
-    record = settings.get("record")
-    session = None
-    try:
-        from ..model import DEFAULT_MODEL, load_clipseg
-
-        # validate the source and settings before the (slow) model load
-        parse_source(args.source)
-        if settings.get("serve"):
-            parse_serve(settings["serve"], allow_remote=bool(settings.get("allow_remote")))
-        from ..temporal import TEMPORAL_PARAMS
-
-        _check_causal(TEMPORAL_PARAMS.validate({k: v for k, v in settings.items() if k in TEMPORAL_PARAMS}))
-        if record:  # existing recordings: refused before the model load, as `run` does
-            from ..pipeline import RUN_PARAMS, normalize_variants
-
-            recording_paths(parse_source(args.source), record,
-                            variants=tuple(normalize_variants(settings.get("variants", ("soft",)))),
-                            outputs=RUN_PARAMS["outputs"].validate(settings.get("outputs", ("mask", "heatmap", "matte"))),
-                            formats={k: settings.get(f"{k}_format", RUN_PARAMS[f"{k}_format"].default)
-                                     for k in ("mask", "heatmap", "matte")},
-                            template=settings.get("output_template"), overwrite=bool(settings.get("overwrite")))
-        segmenter = load_clipseg(model or DEFAULT_MODEL, revision=revision, device=device, dtype=dtype, **speed)
-        session = PreviewSession(args.source, prompt=prompt, segmenter=segmenter,
-                                 on_frame=None if quiet else _status_printer(sys.stderr),
-                                 prompt_lines=_stdin_prompts(), announce=sys.stderr, **settings)
-        summary = session.run()
-    except StreamDroppedError as exc:
-        print(f"\nstreammask: error: {exc}{_recorded(session, record)}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, Terminated) as exc:
-        return stopped_exit_code(exc, _recorded(session, record), lead="\n")
-    if not quiet:
-        print("", file=sys.stderr)
-        print(summary.describe())
-    return 0

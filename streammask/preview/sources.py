@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from ..errors import InvalidVideoError, ParameterError, SourceNotFoundError, StreamMaskError
+from ..io.video import probe, read_batches, rotate
 
 __all__ = ["SourceSpec", "parse_source", "parse_input_options", "StreamDroppedError", "CapturedFrame",
            "LatestFrames", "LiveCapture", "URL_SCHEMES"]
@@ -286,7 +287,6 @@ class LiveCapture:
 
     def _file_frames(self, path: str) -> Iterator[tuple]:
         # the same reader as `streammask run`: damaged packets skipped and counted, timestamps kept
-        from ..video import probe, read_batches
 
         rate = probe(path).frame_rate  # raises now for a file that is not a video
         stats: dict = {}
@@ -302,8 +302,6 @@ class LiveCapture:
 
     def _live_frames(self, container) -> Iterator[tuple]:
         import av
-
-        from ..video import _rotate
 
         try:
             stream = container.streams.video[0]
@@ -328,7 +326,7 @@ class LiveCapture:
                     rgb = frame.to_ndarray(format="rgb24")
                     rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                     if rot:
-                        rgb = _rotate(rgb, rot)
+                        rgb = rotate(rgb, rot)
                     yield rgb, frame.pts, tb, rate
         finally:
             container.close()

@@ -23,7 +23,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
+from .video import frame_pts, probe, read_batches
 
 __all__ = ["MATTE_STYLES", "MATTE_HAS_ALPHA", "parse_color", "compose_matte", "MatteBatch", "Background"]
 
@@ -156,8 +157,6 @@ class Background:
                 raise ParameterError("background", str(path), "an image OpenCV can read, or a video")
             self._image = self._fit(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         else:
-            from .video import probe
-
             probe(p)  # a clear error now if it is not a video
             self._frames = self._video()
 
@@ -170,8 +169,6 @@ class Background:
         return cv2.resize(img, (self.width, self.height), interpolation=interp)
 
     def _video(self, start: int = 0) -> Iterator[np.ndarray]:
-        from .video import read_batches
-
         first = self._index[start] if start and self._index else None
         while True:
             for batch in read_batches(self.path, batch_size=1, start_pts=first):
@@ -184,8 +181,6 @@ class Background:
 
     def _seek(self, i: int) -> None:
         """Make frame ``i`` of the clip (background frame ``i mod length``) the next one."""
-        from .segments import frame_pts
-
         if self._index is None:
             self._index = frame_pts(self.path)
         i %= len(self._index)

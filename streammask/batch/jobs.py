@@ -1,4 +1,4 @@
-"""Batch jobs: many clips, one model load, a JSONL report, resume.
+"""Batch jobs: the clips of a batch, their settings, completion records and report rows.
 
 :func:`run_batch` expands its inputs (video files, folders searched recursively
 by extension, CSV / JSONL manifests with per-clip overrides) into a plan of
@@ -13,35 +13,37 @@ and a hash of the effective settings; a later run skips the clip while all of
 these still match and its outputs exist (``force=True`` re-does everything).
 
 Engines: ``local`` (one process, clips one after another) and ``ray``
-(:mod:`streammask.ray_engine`: actors that load the model once, one task per
+(:mod:`streammask.batch.ray`: actors that load the model once, one task per
 clip or segment, retries). Both write the same layout, completion records and
 report, so a batch can be resumed with either. Long clips can be split into
-segments (:mod:`streammask.plan`, :mod:`streammask.segments`).
+segments (:mod:`streammask.batch.plan`, :mod:`streammask.batch.segments`).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Mapping, Sequence
 
-from .errors import ParameterError, PipelineFileError, SourceNotFoundError, StreamMaskError
-from .model import DEFAULT_MODEL
-from .params import Param, ParamSet
+from ..errors import ParameterError, PipelineFileError, SourceNotFoundError
+from ..io.video import frame_pts, probe
+from ..model.clipseg import DEFAULT_MODEL
+from ..params import Param, ParamSet
+from ..pipeline.settings import RUN_PARAMS, normalize_variants
+from ..variants import VARIANTS
+from .plan import ClipSpec, plan_work
+from ..variants import check_prompt
 
 __all__ = [
     "VIDEO_EXTENSIONS", "MANIFEST_EXTENSIONS", "REPORT_NAME", "DONE_NAME", "BatchItem", "ClipResult", "BatchReport",
-    "plan_batch", "settings_hash", "run_batch", "plan_batch_work", "BATCH_PARAMS", "ClipJob", "add_batch_parser",
-    "run_batch_command",
+    "plan_batch", "settings_hash", "plan_batch_work", "BATCH_PARAMS", "ClipJob", "prepare_jobs", "claim",
+    "record_done", "run_kwargs", "clip_spec", "ModelLoadFailed",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,15 +126,11 @@ class BatchReport:
 # -- planning -------------------------------------------------------------------------------------------------------
 
 def _override_params():
-    from .pipeline import RUN_PARAMS
-
     return {p.name: p for p in RUN_PARAMS if p.name not in _FIXED_KEYS}
 
 
 def _validate_overrides(row: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Manifest row (minus ``path``) -> validated overrides; empty cells mean "not given"."""
-    from .pipeline import normalize_variants
-
     params = _override_params()
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -261,8 +259,6 @@ def plan_batch(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list[
 # -- settings -------------------------------------------------------------------------------------------------------
 
 def _base_settings(model: Any, run_settings: Mapping[str, Any]) -> dict[str, Any]:
-    from .pipeline import RUN_PARAMS, normalize_variants
-
     values = dict(run_settings)
     variants = values.pop("variants", ("soft",))
     settings = RUN_PARAMS.validate(dict(values, model=os.fspath(model)), where="run_batch")
@@ -271,8 +267,6 @@ def _base_settings(model: Any, run_settings: Mapping[str, Any]) -> dict[str, Any
 
 
 def _clip_settings(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    from .variants import VARIANTS
-
     settings = dict(base)
     for key, value in overrides.items():
         if key == "variants" and not isinstance(value, Mapping):
@@ -335,13 +329,15 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class _ModelLoadFailed(Exception):
+class ModelLoadFailed(Exception):
+    """The batch's model failed to load: the batch stops (a clip's own error does not)."""
+
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
 
 
-# -- running --------------------------------------------------------------------------------------------------------
+# -- jobs -----------------------------------------------------------------------------------------------------------
 
 BATCH_PARAMS = ParamSet((
     Param("engine", "choice", "local", "where clips run: 'local' (this process, one after another) or 'ray' "
@@ -376,20 +372,18 @@ class ClipJob:
     result: ClipResult
 
 
-def _prepare(inputs, model, run_settings) -> tuple[dict[str, Any], list[tuple[BatchItem, dict[str, Any]]]]:
+def prepare_jobs(inputs, model, run_settings) -> tuple[dict[str, Any], list[tuple[BatchItem, dict[str, Any]]]]:
     base = _base_settings(model, run_settings)
     plans = []
     for item in plan_batch(inputs):
         settings = _clip_settings(base, item.overrides)
-        if not str(settings.get("prompt", "")).strip():
-            raise ParameterError("prompt", settings.get("prompt", ""),
-                                 f"a non-empty text for {item.source} (give --prompt, a pipeline file's prompt "
-                                 "or a manifest 'prompt' column)")
+        check_prompt(settings.get("prompt", ""), where=f" for {item.source} (give --prompt, a pipeline file's prompt "
+                     "or a manifest 'prompt' column)")
         plans.append((item, settings))
     return base, plans
 
 
-def _claim(item: BatchItem, settings: dict[str, Any], out: Path, owners: dict[Path, BatchItem], force: bool,
+def claim(item: BatchItem, settings: dict[str, Any], out: Path, owners: dict[Path, BatchItem], force: bool,
            *, clear: bool = True) -> ClipJob:
     """Check a clip (its subfolder is its own, the input exists) and whether it is done already.
 
@@ -416,7 +410,7 @@ def _claim(item: BatchItem, settings: dict[str, Any], out: Path, owners: dict[Pa
     return ClipJob(item, settings, clip_dir, key, digest, result)
 
 
-def _record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) -> None:
+def record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) -> None:
     """Write the completion record (after every output got its final name) and fill in the result."""
     rel = {k: os.path.relpath(p, job.clip_dir) for k, p in outputs.items()}
     _write_json_atomic(job.clip_dir / DONE_NAME, {
@@ -430,18 +424,14 @@ def _record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) 
     job.result.outputs = {k: str(p) for k, p in outputs.items()}
 
 
-def _run_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
+def run_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
     """process_video keywords of a clip's settings."""
     return {k: v for k, v in settings.items() if k not in ("out_dir", "progress", "model", "revision", "device", "dtype")}
 
 
-def _clip_spec(source: Path, name: str, max_frames: int | None = None):
-    """A planner :class:`~streammask.plan.ClipSpec` with the exact frame count (from the packets, at most
+def clip_spec(source: Path, name: str, max_frames: int | None = None):
+    """A planner :class:`~streammask.batch.plan.ClipSpec` with the exact frame count (from the packets, at most
     ``max_frames``) and rate."""
-    from .plan import ClipSpec
-    from .segments import frame_pts
-    from .video import probe
-
     info = probe(source)
     frames = len(frame_pts(source))
     return ClipSpec(name, frames if max_frames is None else min(frames, int(max_frames)), info.frame_rate), info
@@ -463,239 +453,27 @@ def plan_batch_work(
     Reads only the inputs' headers and packets; writes nothing.
 
     Returns:
-        ``(plan, skipped, failed)``: a :class:`~streammask.plan.WorkPlan` of the clips to process
+        ``(plan, skipped, failed)``: a :class:`~streammask.batch.plan.WorkPlan` of the clips to process
         (``ClipSpec.name`` is the input path), the paths already done, and ``{path: error}`` of
         clips that cannot run.
     """
-    from .plan import plan_work
-
-    base, plans = _prepare(inputs, model, run_settings)
+    base, plans = prepare_jobs(inputs, model, run_settings)
     out = Path(out_dir)
     owners: dict[Path, BatchItem] = {}
     specs, skipped, failed = [], [], {}
     for item, settings in plans:
         try:
-            job = _claim(item, settings, out, owners, force, clear=False)
+            job = claim(item, settings, out, owners, force, clear=False)
             if job.result.status == "skipped":
                 skipped.append(str(item.source))
                 continue
-            specs.append(_clip_spec(item.source, str(item.source), settings.get("max_frames"))[0])
+            specs.append(clip_spec(item.source, str(item.source), settings.get("max_frames"))[0])
         except Exception as exc:
             failed[str(item.source)] = f"{type(exc).__name__}: {exc}"
     align = int(base.get("batch_size") or 1)  # auto batch size: no grid to align to
     return plan_work(specs, workers, segment_seconds=segment_seconds, overlap=overlap_frames, align=align), skipped, failed
 
 
-def _process_local(job: ClipJob, segmenter: Any, progress: bool, segment_seconds: float | None,
-                   overlap_frames: int) -> None:
-    from .pipeline import process_video
-
-    kwargs = _run_kwargs(job.settings)
-    if segment_seconds is not None:
-        from .plan import plan_work
-        from .segments import process_segments
-
-        spec, _ = _clip_spec(job.item.source, str(job.item.source), job.settings.get("max_frames"))
-        plan = plan_work([spec], 1, segment_seconds=segment_seconds, overlap=overlap_frames,
-                         align=int(job.settings.get("batch_size") or 1))
-        if len(plan.tasks) > 1:
-            summary = process_segments(job.item.source, [(t.start, t.end) for t in plan.tasks], out_dir=job.clip_dir,
-                                       overlap=overlap_frames, handover=True, progress=progress, segmenter=segmenter,
-                                       **{**kwargs, "overwrite": True})  # the batch owns its clip folders
-            _record_done(job, summary.frames, summary.outputs)
-            return
-    summary = process_video(job.item.source, out_dir=job.clip_dir, progress=progress, segmenter=segmenter,
-                            **{**kwargs, "overwrite": True})  # the batch owns its clip folders
-    _record_done(job, summary.frames, summary.outputs)
-
-
-def run_batch(
-    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
-    *,
-    out_dir: str | os.PathLike,
-    force: bool = False,
-    report: str | os.PathLike | None = None,
-    segmenter: Any = None,
-    model: str | os.PathLike = DEFAULT_MODEL,
-    progress: bool = True,
-    engine: str = "local",
-    address: str | None = None,
-    actors: int | None = None,
-    gpus_per_actor: float = 0.0,
-    segment_seconds: float | None = None,
-    overlap_frames: int = 8,
-    max_retries: int = 2,
-    **run_settings: Any,
-) -> BatchReport:
-    """Mask many clips with one model load per worker; isolate failures; skip clips already done.
-
-    Args:
-        inputs: video files, folders (searched recursively for :data:`VIDEO_EXTENSIONS`) and
-            manifests (``.csv`` with a header, or ``.jsonl``): a ``path`` per row, resolved against
-            the manifest's folder, and optional per-clip overrides of the run settings
-            (``prompt``, ``variants``, ``outputs``, ``temporal``, ... and ``out_dir``, the clip's
-            subfolder). ``model``, ``revision``, ``device`` and ``dtype`` are per batch.
-        out_dir: output folder; each clip is written to its own subfolder (see :func:`plan_batch`).
-        force: re-process clips that have a matching completion record.
-        report: the JSONL report that one row per clip is appended to
-            (default ``out_dir/streammask-report.jsonl``).
-        segmenter: an already loaded model (local engine); by default ``model`` is loaded once,
-            when the first clip needs processing.
-        progress: a bar over clips, and each clip's frame bar below it.
-        engine: ``local`` or ``ray`` (see :func:`streammask.ray_engine.run_ray`); ``address``,
-            ``actors``, ``gpus_per_actor`` and ``max_retries`` are the Ray engine's.
-        segment_seconds: split clips longer than this into segments of at most this length
-            (frame ranges with ``overlap_frames`` warm-up frames), joined losslessly; the local
-            engine runs them one after another and hands the temporal state over.
-        run_settings: :func:`~streammask.process_video` keywords applied to every clip.
-
-    Returns:
-        A :class:`BatchReport`; its ``exit_code`` is 1 when any clip failed.
-
-    Raises:
-        StreamMaskError: before any clip runs, for a bad setting, input or manifest; or when the
-            model cannot be loaded. Errors of a single clip are reported, not raised.
-    """
-    from tqdm.auto import tqdm
-
-    from .model import load_clipseg
-    from .perf import model_speed_options
-
-    t_start = time.perf_counter()
-    opts = BATCH_PARAMS.validate(dict(engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
-                                      segment_seconds=segment_seconds, overlap_frames=overlap_frames,
-                                      max_retries=max_retries), where="run_batch")
-    if opts["engine"] == "ray":
-        from .ray_engine import import_ray
-
-        import_ray()  # a clear error before anything is written
-    base, plans = _prepare(inputs, model, run_settings)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report_path = Path(report) if report is not None else out / REPORT_NAME
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    batch_started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    owners: dict[Path, BatchItem] = {}
-    results: list[ClipResult] = []
-    with open(report_path, "a", encoding="utf-8") as rep:
-        def record(result: ClipResult) -> None:
-            rep.write(json.dumps({**result.row(), "batch_started": batch_started}) + "\n")
-            rep.flush()
-
-        if opts["engine"] == "ray":
-            from .ray_engine import run_ray
-
-            jobs: list[ClipJob | ClipResult] = []
-            for item, settings in plans:
-                try:
-                    job = _claim(item, settings, out, owners, force)
-                    jobs.append(job.result if job.result.status == "skipped" else job)
-                except Exception as exc:
-                    jobs.append(ClipResult(path=str(item.source), status="failed", out_dir=str(out / item.subdir),
-                                           error=f"{type(exc).__name__}: {exc}"))
-            results = run_ray(jobs, base=base, record=record, progress=progress, **{
-                k: opts[k] for k in ("address", "actors", "gpus_per_actor", "segment_seconds", "overlap_frames",
-                                     "max_retries")})
-            return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
-
-        bar = tqdm(total=len(plans), unit="clip", desc="batch", position=0, disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, leave=True)
-        try:
-            for item, settings in plans:
-                result = ClipResult(path=str(item.source), status="failed", out_dir=str(out / item.subdir))
-                t0 = time.perf_counter()
-                try:
-                    job = _claim(item, settings, out, owners, force)
-                    result = job.result
-                    if result.status != "skipped":
-                        if segmenter is None:
-                            try:
-                                segmenter = load_clipseg(base["model"], revision=base["revision"],
-                                                         device=base["device"], dtype=base["dtype"],
-                                                         **model_speed_options(base))
-                            except Exception as exc:  # the model is the batch's, not the clip's: stop
-                                raise _ModelLoadFailed(exc) from exc
-                        _process_local(job, segmenter, progress, opts["segment_seconds"], opts["overlap_frames"])
-                except _ModelLoadFailed as exc:
-                    raise exc.error from None
-                except Exception as exc:  # isolate the clip: report it and go on
-                    log.debug("clip %s failed", item.source, exc_info=True)
-                    result.status = "failed"
-                    result.error = f"{type(exc).__name__}: {exc}"
-                result.seconds = time.perf_counter() - t0
-                results.append(result)
-                record(result)
-                bar.update(1)
-                if result.status == "failed" and progress:
-                    bar.write(f"streammask: clip failed: {result.path}: {result.error}", file=sys.stderr)
-        finally:
-            bar.close()
-    return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
-
-
 # -- command line ---------------------------------------------------------------------------------------------------
 
-def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``batch`` subcommand (same run settings, variant flags and pipeline files as ``run``)."""
-    from .params import add_arguments
-    from .pipeline import RUN_PARAMS
-    from .variants import VARIANTS
 
-    batch = subparsers.add_parser(
-        "batch", help="mask many clips (files, folders, manifests) with one model load, with resume",
-        description="Mask many clips: files, folders (recursive) and CSV/JSONL manifests with per-clip overrides. "
-                    "Each clip is written to its own subfolder of -o; one JSONL row per clip is appended to the "
-                    "report; clips already done with the same settings are skipped. Exit status 1 when any clip "
-                    "failed.")
-    batch.add_argument("inputs", metavar="INPUT", nargs="+",
-                       help="video file, folder (searched recursively) or manifest (.csv with a header, .jsonl)")
-    batch.add_argument("--pipeline", metavar="FILE", help="TOML pipeline file holding the same settings (flags override it)")
-    batch.add_argument("--force", action="store_true", help="re-process clips that are already done")
-    batch.add_argument("--report", metavar="FILE", help=f"JSONL report to append to (default OUTDIR/{REPORT_NAME})")
-    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
-    add_arguments(batch, list(BATCH_PARAMS), title="engine, segments, dry run")
-    add_arguments(batch, list(RUN_PARAMS), title="run settings (every clip; a manifest can override them per clip)")
-    for name, variant in VARIANTS.items():
-        add_arguments(batch, list(variant.params), prefix=name, title=f"variant {name!r} ({variant.title})")
-    return batch
-
-
-def _dry_run(args: argparse.Namespace, out_dir: str, opts: dict[str, Any], settings: dict[str, Any]) -> int:
-    """``--dry-run``: print the plan; write nothing."""
-    engine = opts.get("engine", "local")
-    workers = 1 if engine == "local" else int(opts.get("actors") or 1)
-    settings = {k: v for k, v in settings.items() if k != "progress"}
-    plan, skipped, failed = plan_batch_work(
-        args.inputs, out_dir=out_dir, workers=workers, segment_seconds=opts.get("segment_seconds"),
-        overlap_frames=opts.get("overlap_frames", BATCH_PARAMS["overlap_frames"].default), force=args.force, **settings)
-    print(f"dry run ({engine} engine): nothing is written")
-    print(plan.describe())
-    print(f"  {len(skipped)} clip(s) already done (skipped)" + "".join(f"\n    {p}" for p in skipped))
-    for path, error in failed.items():
-        print(f"  cannot run {path}: {error}")
-    return 1 if failed else 0
-
-
-def run_batch_command(args: argparse.Namespace) -> int:
-    """Run ``streammask batch``: 0 when every clip is ok or skipped, 1 when any failed, 2 for a usage error."""
-    from .cli import _collect
-
-    try:
-        settings = _collect(args)
-        settings.setdefault("progress", True)
-        out_dir = settings.pop("out_dir", "streammask-out")
-        opts = {p.name: p.validate(getattr(args, p.name), label="--" + p.name.replace("_", "-"))
-                for p in BATCH_PARAMS if getattr(args, p.name, None) is not None}
-        if opts.pop("dry_run", False):
-            return _dry_run(args, out_dir, opts, settings)
-        report = run_batch(args.inputs, out_dir=out_dir, force=args.force, report=args.report, **opts, **settings)
-        if not args.quiet:
-            print(report.describe())
-        return report.exit_code
-    except StreamMaskError as exc:
-        print(f"streammask: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("streammask: interrupted; clips finished so far are recorded and will be skipped by a re-run",
-              file=sys.stderr)
-        return 130

@@ -9,11 +9,16 @@ algorithm from ``libImaging/Resample.c``), so frames reach the model exactly as
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
-__all__ = ["pil_resize_bilinear", "pil_bilinear_weights"]
+from ..errors import ModelLoadError
+
+__all__ = ["pil_resize_bilinear", "pil_bilinear_weights", "ImageConfig", "image_config", "pil_resize_cpu",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _PRECISION_BITS = 32 - 8 - 2
 
@@ -97,3 +102,49 @@ def pil_resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
     if out_h != x.shape[2]:
         x = _pass(x, out_h, 2)
     return x
+
+
+# The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float
+    resample: int
+
+
+def image_config(processor) -> ImageConfig:
+    size = getattr(processor, "size", None) or {"height": 352, "width": 352}
+    if isinstance(size, (int, float)):
+        h = w = int(size)
+    else:
+        get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+        h = get("height") or get("shortest_edge")
+        w = get("width") or get("shortest_edge") or h
+    if h != w:
+        raise ModelLoadError(f"CLIPSeg needs a square input, but the processor config asks for {h}x{w}")
+    return ImageConfig(
+        size=int(h),
+        mean=tuple(float(v) for v in processor.image_mean),
+        std=tuple(float(v) for v in processor.image_std),
+        rescale=float(getattr(processor, "rescale_factor", 1 / 255) or 1 / 255),
+        resample=int(getattr(processor, "resample", 2) or 2),
+    )
+
+
+def pil_resize_cpu(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Pillow itself on the CPU: exact, and faster there than the tensor emulation."""
+    from PIL import Image
+
+    arr = frames.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty((arr.shape[0], size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(arr):
+        out[i] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(out).permute(0, 3, 1, 2)

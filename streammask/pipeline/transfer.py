@@ -5,7 +5,7 @@ On a CUDA device a whole-video run keeps three things busy at once: the copy of 
 outputs back to the host.
 
 * :func:`upload_batches` copies each decoded batch to the device in the thread that
-  iterates it (the decode thread, :func:`~streammask.stages.prefetch`), from pinned
+  iterates it (the decode thread, :func:`~streammask.pipeline.threads.prefetch`), from pinned
   host memory, non-blocking, on its own stream; the compute stream waits on the
   batch's event (:meth:`DeviceFrames.get`), not the host.
 * :class:`HostCopy` starts a batch's device -> host copies into pinned buffers on a
@@ -96,10 +96,10 @@ def upload(frames: Any, device: torch.device) -> DeviceFrames:
 
 
 def upload_batches(batches: Iterable[Any], device: torch.device) -> Iterator[tuple[Any, DeviceFrames | None]]:
-    """``(batch, DeviceFrames)`` for each :class:`~streammask.video.FrameBatch` of ``batches``.
+    """``(batch, DeviceFrames)`` for each :class:`~streammask.io.video.FrameBatch` of ``batches``.
 
     On a CUDA ``device`` each batch's frames are uploaded (:func:`upload`) as it is
-    read, in the iterating thread; run it inside :func:`~streammask.stages.prefetch`
+    read, in the iterating thread; run it inside :func:`~streammask.pipeline.threads.prefetch`
     to copy batch ``n + 1`` while the model computes batch ``n``. On any other device
     it yields ``(batch, None)``: the consumer converts ``batch.frames`` itself.
     """

@@ -7,7 +7,7 @@ Two options, declared once in :data:`REDUCE_PARAMS` (CLI flags ``--stride N``,
   between gets the previous frame's probability map warped to it along the dense
   optical flow between the two frames (OpenCV DIS on area-downscaled frames, the
   machinery of the ``flow`` temporal smoother:
-  :meth:`streammask.temporal.FlowSmoother.motion` and :func:`streammask.temporal.warp`),
+  :meth:`streammask.temporal.flow.OpticalFlow.motion` and :func:`streammask.temporal.flow.warp`),
   so the key frame's map is carried forward frame by frame along the motion.
   (Chaining frame-to-frame flows tracks fast motion better than one flow straight
   back to the key frame: on noise-free oracle clips at stride 8, IoU 74 vs 65 %.)
@@ -15,7 +15,7 @@ Two options, declared once in :data:`REDUCE_PARAMS` (CLI flags ``--stride N``,
   frame barely changed from the last key frame (PSNR of the full-resolution RGB
   frames >= ``static_psnr`` dB): the key frame's logits are reused as they are.
 
-A scene cut (:class:`streammask.temporal.SceneCutDetector`, ``cut_threshold``)
+A scene cut (:class:`streammask.temporal.flow.SceneCutDetector`, ``cut_threshold``)
 always makes a key frame, so no mask is carried across a cut. Frame count, order
 and timestamps are unchanged: only where the logits come from differs, and every
 variant and temporal smoother downstream sees the carried logits like the model's.
@@ -30,9 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .params import Param, ParamSet
-from .temporal import (DEFAULT_CUT_THRESHOLD, DEFAULT_FLOW_ALGORITHM, DEFAULT_FLOW_SIDE, FlowSmoother, SceneCutDetector,
-                       _flow_size, small_frames, to_logits, warp)
+from ..errors import ParameterError
+from ..params import Param, ParamSet
+from .flow import DEFAULT_CUT_THRESHOLD, DEFAULT_FLOW_ALGORITHM, DEFAULT_FLOW_SIDE, OpticalFlow, SceneCutDetector, flow_size, small_frames, warp
+from .smoothers import to_logits
 
 __all__ = ["REDUCE_PARAMS", "WorkReducer", "psnr"]
 
@@ -101,8 +102,10 @@ class WorkReducer:
         REDUCE_PARAMS.validate({"stride": stride, "skip_static": skip_static, "static_psnr": static_psnr})
         self.stride, self.skip_static, self.static_psnr = int(stride), bool(skip_static), float(static_psnr)
         self.cuts = SceneCutDetector(threshold=cut_threshold)
+        if isinstance(flow_side, bool) or not isinstance(flow_side, int) or flow_side < 16:
+            raise ParameterError("flow_side", flow_side, "an integer >= 16")
         self.flow_side = flow_side
-        self._motion = FlowSmoother(flow_side=flow_side, algorithm=flow_algorithm, cut_threshold=cut_threshold)
+        self._motion = OpticalFlow(algorithm=flow_algorithm)
         self.counts = {"model": 0, "carried": 0, "static": 0}
         self.reset()
 
@@ -162,7 +165,7 @@ class WorkReducer:
                 setattr(self, name, {k: v.to(device) for k, v in d.items()})
 
     def _small(self, frames: torch.Tensor) -> np.ndarray:
-        h, w = _flow_size(frames.shape[-2], frames.shape[-1], self.flow_side)
+        h, w = flow_size(frames.shape[-2], frames.shape[-1], self.flow_side)
         return small_frames(frames, (h, w)).cpu().numpy()
 
     def logits(self, frames: torch.Tensor, infer: Callable[[torch.Tensor], Logits]) -> Logits:

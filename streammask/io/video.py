@@ -11,14 +11,14 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import InvalidVideoError, ParameterError, SourceNotFoundError
+from ..errors import InvalidVideoError, ParameterError, SourceNotFoundError
 
 __all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video", "PROBE_MAX_DAMAGED_PACKETS",
-           "PROBE_RATE_PACKETS"]
+           "PROBE_RATE_PACKETS", "frame_pts", "demux_packets", "rotate"]
 
 # probe() skips at most this many damaged packets before the first frame that decodes
 PROBE_MAX_DAMAGED_PACKETS = 64
@@ -200,6 +200,25 @@ def open_video(path: str | os.PathLike):
     return container, stream
 
 
+def demux_packets(container, stream, on_damage: Callable[[str, Exception], None]) -> Iterator[Any]:
+    """The packets of ``stream``, damage-tolerant: a demux error (a file cut mid-stream, garbage in the
+    container) is handed to ``on_damage("demuxing", exc)`` and ends the stream with one ``None``, the
+    signal to flush the decoder. ``on_damage`` may raise to make the damage fatal."""
+    import av
+
+    it = container.demux(stream)
+    while True:
+        try:
+            packet = next(it)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            on_damage("demuxing", exc)
+            yield None
+            return
+        yield packet
+
+
 def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int = PROBE_MAX_DAMAGED_PACKETS):
     """Decode the first frame, skipping up to ``max_damaged`` damaged packets (as :func:`read_batches` does)."""
     import av
@@ -207,7 +226,7 @@ def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int
     damaged = 0
     last_error = ""
 
-    def skip(exc: Exception) -> None:
+    def skip(what: str, exc: Exception) -> None:
         nonlocal damaged, last_error
         damaged += 1
         last_error = getattr(exc, "strerror", None) or str(exc)
@@ -215,20 +234,14 @@ def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int
             raise InvalidVideoError(f"input {str(path)!r} cannot be decoded: the first {damaged} packets are damaged "
                                     f"({last_error})") from None
 
-    it = container.demux(stream)
-    while True:
-        try:
-            packet = next(it)
-        except StopIteration:
-            break
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
-            skip(exc)
+    for packet in demux_packets(container, stream, skip):
+        if packet is None:
             break
         try:
             for frame in stream.decode(packet):
                 return frame
         except (av.error.FFmpegError, ValueError) as exc:
-            skip(exc)
+            skip("decoding", exc)
     try:  # end of the stream: flush the decoder
         for frame in stream.codec_context.decode(None):
             return frame
@@ -353,7 +366,7 @@ def _to_rgb(frame, fmt: str = "rgb24") -> np.ndarray:
     return frame.to_ndarray(format=fmt)
 
 
-def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
+def rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     # PyAV's rotation is the counter-clockwise angle that displays the frame upright.
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
@@ -456,25 +469,10 @@ def read_batches(
                     f"input {str(path)!r} is damaged: {what} packet {packet_no} (after frame {index}) "
                     f"failed: {getattr(exc, 'strerror', None) or exc} (strict=True makes damage fatal)") from None
 
-        def packets():
-            # demux; a demux error (a file cut mid-stream, garbage in the container) ends the
-            # stream: the decoder is then flushed with an empty packet
-            nonlocal packet_no
-            it = container.demux(stream)
-            while True:
-                try:
-                    packet = next(it)
-                except StopIteration:
-                    return
-                except (av.error.FFmpegError, ValueError, OSError) as exc:
-                    damaged("demuxing", exc)
-                    yield None
-                    return
-                packet_no += 1
-                yield packet
-
         done = False
-        for packet in packets():
+        for packet in demux_packets(container, stream, damaged):
+            if packet is not None:
+                packet_no += 1
             try:
                 decoded = stream.decode(packet) if packet is not None else stream.codec_context.decode(None)
             except (av.error.FFmpegError, ValueError) as exc:
@@ -495,8 +493,8 @@ def read_batches(
                     rgb16 = _to_rgb(frame, "rgb48le")
                 rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
                 if rot:
-                    rgb = _rotate(rgb, rot)
-                    rgb16 = _rotate(rgb16, rot) if rgb16 is not None else None
+                    rgb = rotate(rgb, rot)
+                    rgb16 = rotate(rgb16, rot) if rgb16 is not None else None
                 if shape is None:
                     shape = rgb.shape
                 elif rgb.shape != shape:
@@ -527,3 +525,23 @@ def read_batches(
             raise InvalidVideoError(f"input {str(path)!r} has no decodable video frames{extra}")
     finally:
         container.close()
+
+
+def frame_pts(path: str | os.PathLike) -> list[int]:
+    """Every frame's ``pts`` in presentation order, from the packets (demux only, no decoding).
+
+    Raises:
+        InvalidVideoError: a packet has no ``pts`` (the clip cannot be split by timestamps).
+    """
+    container, stream = open_video(path)
+    try:
+        pts = []
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's final empty packet
+                continue
+            if packet.pts is None:
+                raise InvalidVideoError(f"input {str(path)!r} has packets without timestamps: cannot split it")
+            pts.append(int(packet.pts))
+    finally:
+        container.close()
+    return sorted(pts)

@@ -1,8 +1,5 @@
-"""Speed options: model-load options and the automatic batch size.
+"""The automatic batch size.
 
-* :data:`MODEL_SPEED_PARAMS`: ``attn_implementation``, ``channels_last``, ``compile``
-  (CLI flags, pipeline-file keys and :func:`~streammask.process_video` keywords,
-  passed on to :func:`~streammask.model.load_clipseg`).
 * :func:`auto_batch_size`: a pure function from free device memory, frame size and
   dtype to a batch size; :func:`choose_batch_size` applies it to a device
   (``torch.cuda.mem_get_info`` on CUDA; 1 on a CPU, the fastest measured there).
@@ -30,14 +27,13 @@ GPU have not been checked (no GPU was available, see ``benchmarks/RESULTS.md``),
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 
-from .params import Param, ParamSet
+from .options import TORCH_DTYPES
 
-__all__ = ["MODEL_SPEED_PARAMS", "auto_batch_size", "frame_memory_bytes", "choose_batch_size", "model_speed_options",
-           "count_prompts", "CPU_BATCH_SIZE", "MAX_AUTO_BATCH"]
+
+__all__ = ["auto_batch_size", "frame_memory_bytes", "choose_batch_size", "CPU_BATCH_SIZE", "MAX_AUTO_BATCH"]
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +53,10 @@ _REDUCE_DIM = 64
 _FRAME_FLOAT_PLANES = 10
 _SAFETY = 1.5
 
-MODEL_SPEED_PARAMS = ParamSet((
-    Param("attn_implementation", "choice", "auto",
-          "attention kernel: auto (transformers' default, SDPA for CLIPSeg), sdpa (falls back to the default where "
-          "unsupported), eager", choices=("auto", "sdpa", "eager")),
-    Param("channels_last", "bool", False, "channels_last memory format for the model's convolutions and input "
-          "(no gain on a CPU; GPU effect not measured)"),
-    Param("compile", "bool", False, "torch.compile the vision encoder and decoder (first batch of each shape compiles: "
-          "slow start)"),
-))
-"""Model-load speed options, declared once (CLI flags, pipeline-file keys, API keywords)."""
-
-
-def model_speed_options(settings: dict[str, Any]) -> dict[str, Any]:
-    """The :data:`MODEL_SPEED_PARAMS` keys of a validated settings mapping (defaults where missing)."""
-    return {p.name: settings.get(p.name, p.default) for p in MODEL_SPEED_PARAMS}
-
 
 def _dtype_bytes(dtype: torch.dtype | str) -> int:
     if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        dtype = TORCH_DTYPES[dtype]
     return torch.empty((), dtype=dtype).element_size()
 
 
@@ -159,6 +139,3 @@ def choose_batch_size(batch_size: int | None, *, device: torch.device | str, fra
     return chosen
 
 
-def count_prompts(prompt: str) -> int:
-    """Prompts per frame for the estimate: the ``|``-separated count (an upper bound for every variant)."""
-    return max(1, len([p for p in prompt.split("|") if p.strip()]))

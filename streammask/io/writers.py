@@ -20,9 +20,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import OutputError, ParameterError
-from .matte import MATTE_STYLES
-from .params import Param, ParamSet
+from ..errors import OutputError, ParameterError
+from ..params import Param, ParamSet
+from .audio import AudioCopier
+from .matte import MATTE_HAS_ALPHA, MATTE_STYLES, Background, parse_color
 
 __all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path",
            "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS"]
@@ -129,7 +130,7 @@ class Writer(ABC):
 
     @abstractmethod
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
-        """Write ``(B, H, W, C)`` uint8 (or uint16) frames, or a :class:`~streammask.matte.MatteBatch`,
+        """Write ``(B, H, W, C)`` uint8 (or uint16) frames, or a :class:`~streammask.io.matte.MatteBatch`,
         with their source timestamps."""
 
     @abstractmethod
@@ -159,7 +160,7 @@ def _even_pad(img: np.ndarray) -> np.ndarray:
 
 
 def _frames(frames) -> Iterable[np.ndarray]:
-    """The ``(H, W, C)`` frames of a batch: an array, or a :class:`~streammask.matte.MatteBatch` composed one by one."""
+    """The ``(H, W, C)`` frames of a batch: an array, or a :class:`~streammask.io.matte.MatteBatch` composed one by one."""
     compose = getattr(frames, "frames", None)
     return compose() if callable(compose) else frames
 
@@ -184,7 +185,7 @@ class VideoWriter(Writer):
         width, height: frame size.
         rate: nominal frame rate (exact fraction).
         time_base: time base of the given ``pts`` (the source stream's).
-        audio_source: copy this file's audio streams into the output (see :class:`~streammask.audio.AudioCopier`).
+        audio_source: copy this file's audio streams into the output (see :class:`~streammask.io.audio.AudioCopier`).
         audio_to_video_end: cut the audio at the end of the last video frame (when the video
             stops early, e.g. ``max_frames``); otherwise all the source's audio is kept.
     """
@@ -228,8 +229,6 @@ class VideoWriter(Writer):
                         pass
             self._stream = stream
             if audio_source is not None:
-                from .audio import AudioCopier
-
                 self.audio = AudioCopier(self._container, str(audio_source), suffix=fmt.suffix, name=self.path.name)
         except Exception as exc:
             container = getattr(self, "_container", None)
@@ -438,8 +437,6 @@ def output_look(settings: dict, info, kinds: Sequence[str]) -> dict:
         ``{"channels": {kind: 3 or 1} for a matte style without alpha, "bits": {kind: 8 or 16},
         "color": (r, g, b), "background": a Background or None}``.
     """
-    from .matte import MATTE_HAS_ALPHA, Background, parse_color
-
     style = settings["matte_style"]
     channels: dict[str, int] = {}
     if "matte" in kinds and not MATTE_HAS_ALPHA[style]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 __all__ = ["ClipSpec", "Task", "WorkPlan", "plan_work", "segment_ranges"]
 

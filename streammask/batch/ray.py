@@ -4,8 +4,8 @@
 
 * :class:`MaskWorker` is the actor: it loads CLIPSeg once (``num_gpus`` per actor,
   or a CPU actor) and runs :func:`~streammask.process_video` on a whole clip or on
-  a frame range (:class:`~streammask.segments.FrameRange`).
-* :func:`run_ray` is the driver: it plans the tasks (:func:`~streammask.plan.plan_work`:
+  a frame range (:class:`~streammask.pipeline.ranges.FrameRange`).
+* :func:`run_ray` is the driver: it plans the tasks (:func:`~streammask.batch.plan.plan_work`:
   long clips split into segments with warm-up frames), hands them to free actors
   longest first, resubmits tasks that failed for a reason other than their input
   (a crashed actor, an out-of-memory error, ...) up to ``max_retries`` times (an actor
@@ -18,7 +18,7 @@ multi-node cluster ``out_dir`` (and the inputs) must be a path every node sees.
 Segments of one clip run in parallel: the temporal state is warmed up by
 ``overlap_frames`` (exact for ``temporal="none"`` and windowed smoothers whose window
 fits the overlap; an approximation for ``ema``/``hysteresis``/``flow``, see
-:mod:`streammask.segments`).
+:mod:`streammask.batch.segments`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,16 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import StreamMaskError
-from .perf import model_speed_options
+from ..errors import StreamMaskError
+from ..io.concat import concat_outputs
+from ..io.video import frame_pts, probe
+from ..model.clipseg import load_clipseg
+from ..model.options import model_speed_options
+from ..pipeline.ranges import FrameRange
+from ..pipeline.run import process_video
+from .jobs import ClipJob, ClipResult, record_done, run_kwargs
+from .plan import ClipSpec, plan_work
+from .segments import SEGMENTS_DIR, audio_names, segment_dir, start_times
 
 __all__ = ["MaskWorker", "run_ray", "import_ray", "is_retryable"]
 
@@ -66,8 +74,6 @@ class MaskWorker:
 
     def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
                  speed: dict[str, Any] | None = None) -> None:
-        from .model import load_clipseg
-
         self.segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype, **(speed or {}))
         self.tasks_done = 0
 
@@ -78,9 +84,6 @@ class MaskWorker:
         Returns:
             ``{"frames", "outputs" ({key: path}), "seconds", "damaged_packets", "pid"}``.
         """
-        from .pipeline import process_video
-        from .segments import FrameRange
-
         t0 = time.perf_counter()
         rng = None
         if frame_range is not None:
@@ -161,7 +164,7 @@ def run_ray(
             down at the end); when Ray is already initialised it is used as it is.
         actors: number of actors (default: one per ``gpus_per_actor`` of the cluster's GPUs, else 1).
         gpus_per_actor: GPUs each actor reserves (``0``: CPU actors).
-        segment_seconds, overlap_frames: split long clips (see :func:`~streammask.plan.plan_work`).
+        segment_seconds, overlap_frames: split long clips (see :func:`~streammask.batch.plan.plan_work`).
         max_retries: resubmissions of a task that failed for a reason other than its input
             (a dead actor, a CUDA error, ...). An actor whose process died is replaced at once, so
             a crash costs the task one attempt and never the tasks after it.
@@ -170,11 +173,6 @@ def run_ray(
         The clips' results, in plan order.
     """
     from tqdm.auto import tqdm
-
-    from .batch import ClipJob, ClipResult, _record_done, _run_kwargs
-    from .plan import ClipSpec, plan_work
-    from .segments import SEGMENTS_DIR, audio_names, concat_outputs, frame_pts, segment_dir, start_times
-    from .video import probe
 
     ray = import_ray()
     t_start = time.perf_counter()
@@ -255,7 +253,7 @@ def run_ray(
                 if c in failed:
                     raise _TaskFailed(failed[c])
                 if n_segments[c] == 1:
-                    _record_done(job, parts[0]["frames"], parts[0]["outputs"])
+                    record_done(job, parts[0]["frames"], parts[0]["outputs"])
                 else:
                     stem = Path(job.item.source).stem
                     first = parts[0]["outputs"]
@@ -266,7 +264,7 @@ def run_ray(
                                             start_times=start_times(job.item.source, index[c], starts),
                                             audio_source=job.item.source, audio_names=audio_names(first, job.settings),
                                             audio_to_video_end=job.settings.get("max_frames") is not None)
-                    _record_done(job, sum(p["frames"] for p in parts.values()),
+                    record_done(job, sum(p["frames"] for p in parts.values()),
                                  {k: joined[Path(p).name] for k, p in first.items()})
             except Exception as exc:
                 job.result.status = "failed"
@@ -289,10 +287,10 @@ def run_ray(
                     t_clip.setdefault(task.clip, time.perf_counter())
                     actor = free.pop()
                     if task.segments == 1:
-                        ref = actor.run.remote(str(job.item.source), str(job.clip_dir), _run_kwargs(job.settings))
+                        ref = actor.run.remote(str(job.item.source), str(job.clip_dir), run_kwargs(job.settings))
                     else:
                         d = segment_dir(job.clip_dir, Path(job.item.source).stem, task.segment)
-                        ref = actor.run.remote(str(job.item.source), str(d), _run_kwargs(job.settings),
+                        ref = actor.run.remote(str(job.item.source), str(d), run_kwargs(job.settings),
                                                (task.start, task.end, task.warmup_start), index[task.clip])
                     inflight[ref] = (t, actor)
                 if not inflight:

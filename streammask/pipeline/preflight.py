@@ -1,5 +1,4 @@
-"""Output safety, prompt limits and memory budgets: the checks :func:`~streammask.process_video`
-runs before any work starts.
+"""Preflight: the output and memory checks :func:`~streammask.process_video` runs before any work starts.
 
 * :func:`plan_outputs` renders every output's final name from the output template
   (``{stem}.{variant}.{kind}``), refusing names that would leave the output folder.
@@ -7,7 +6,7 @@ runs before any work starts.
   link to it, or a PNG-sequence folder holding it) and, unless ``overwrite``, any output
   that already exists.
 * :func:`ensure_output_dir` creates the output folder and proves it is writable.
-* :func:`check_prompt_tokens` refuses a prompt longer than CLIP's text encoder takes (77 tokens).
+* :func:`preflight_outputs`: both, for a run's variants, kinds and formats.
 * :func:`fit_batch_to_memory` / :func:`queue_slots` cap the decoded frames held per batch and
   per queue by a byte budget, so 8K input runs in bounded memory.
 
@@ -23,11 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import OutputError, OutputExistsError, ParameterError
+from ..errors import OutputError, OutputExistsError, ParameterError
+from ..io.writers import FORMATS, partial_path
 
 __all__ = [
     "DEFAULT_OUTPUT_TEMPLATE", "TEMPLATE_FIELDS", "render_output_name", "plan_outputs", "check_outputs",
-    "ensure_output_dir", "prompt_token_limit", "check_prompt_tokens", "fit_batch_to_memory", "queue_slots",
+    "ensure_output_dir", "preflight_outputs", "fit_batch_to_memory", "queue_slots",
 ]
 
 log = logging.getLogger("streammask")
@@ -90,14 +90,12 @@ def plan_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, *, varia
         out_dir: the output folder, taken literally.
         variants: variant names.
         kinds: output kinds (``mask``, ``heatmap``, ``matte``).
-        formats: ``{kind: format name}`` (see :data:`streammask.writers.FORMATS`).
+        formats: ``{kind: format name}`` (see :data:`streammask.io.writers.FORMATS`).
         template: the output name template.
 
     Raises:
         ParameterError: the template escapes the folder, or two outputs get the same name.
     """
-    from .writers import FORMATS
-
     out = Path(out_dir)
     stem = Path(source).stem
     planned: dict[tuple[str, str], Path] = {}
@@ -142,8 +140,6 @@ def check_outputs(source: str | os.PathLike, planned: Mapping[Any, Path], *, fol
         OutputExistsError: without ``overwrite``, the first output that already exists
             (or, with it, an existing output of the other kind: a folder where a file goes).
     """
-    from .writers import partial_path
-
     src = os.path.realpath(source)
     folders = {Path(f) for f in folders}
     for path in planned.values():
@@ -198,46 +194,23 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-# -- prompts --------------------------------------------------------------------------------------------------------
+# -- both -----------------------------------------------------------------------------------------------------------
 
-def prompt_token_limit(tokenizer: Any, model: Any = None) -> int | None:
-    """The longest token sequence the text encoder takes (CLIP: 77, start and end tokens included).
+def preflight_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, *, variants: Iterable[str],
+                      kinds: Sequence[str], formats: Mapping[str, str], template: str = DEFAULT_OUTPUT_TEMPLATE,
+                      overwrite: bool = False) -> dict[tuple[str, str], Path]:
+    """:func:`plan_outputs`, then :func:`check_outputs` on the plan (image-sequence formats are folders).
 
-    The smaller of the tokenizer's ``model_max_length`` (ignored when it is the "unlimited"
-    sentinel) and the text encoder's ``max_position_embeddings``; ``None`` when neither is known.
-    """
-    limits = []
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
-        limits.append(tok_max)
-    config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", None)
-    pos = getattr(text_config, "max_position_embeddings", None)
-    if isinstance(pos, int) and pos > 0:
-        limits.append(pos)
-    return min(limits) if limits else None
-
-
-def check_prompt_tokens(tokenizer: Any, prompts: Iterable[tuple[str, str]], *, limit: int | None) -> None:
-    """Refuse prompts that do not fit the text encoder (no silent truncation).
-
-    Args:
-        tokenizer: the model's tokenizer (a callable returning ``input_ids``).
-        prompts: ``(label, text)`` pairs; ``label`` names the parameter in the error.
-        limit: the token limit (see :func:`prompt_token_limit`); ``None`` checks nothing.
+    Returns:
+        ``{(variant, kind): final path}``.
 
     Raises:
-        ParameterError: naming the parameter, the prompt, its token count and the limit.
+        ParameterError, OutputError, OutputExistsError: as the two checks.
     """
-    if limit is None:
-        return
-    for label, text in prompts:
-        n = len(tokenizer(text)["input_ids"])
-        if n > limit:
-            shown = text if len(text) <= 60 else text[:57] + "..."
-            raise ParameterError(label, shown, f"at most {limit} tokens for CLIP's text encoder, start and end tokens "
-                                 f"included (this prompt is {n} tokens): shorten it, or split it into several "
-                                 "prompts with '|'")
+    planned = plan_outputs(source, out_dir, variants=variants, kinds=kinds, formats=formats, template=template)
+    check_outputs(source, planned, overwrite=overwrite,
+                  folders=[p for (_, k), p in planned.items() if FORMATS[k][formats[k]].suffix == ""])
+    return planned
 
 
 # -- memory ---------------------------------------------------------------------------------------------------------

@@ -11,35 +11,25 @@ import logging
 import os
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelLoadError, ParameterError, SourceNotFoundError
-from .resize import pil_resize_bilinear
+from ..errors import ModelLoadError, ParameterError, SourceNotFoundError
+from .hub import from_pretrained, hub_reachable, in_cache, offline_message
+from .options import ATTN_IMPLEMENTATIONS, DTYPES, TORCH_DTYPES, dtype_choices_text, model_speed_options
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, image_config, pil_resize_bilinear, pil_resize_cpu
+from .prompts import check_prompt_tokens, prompt_token_limit
 
-__all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "resolve_device", "resolve_dtype", "Preprocess",
+__all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "load_from_settings", "resolve_device", "resolve_dtype", "Preprocess",
            "ATTN_IMPLEMENTATIONS", "DTYPES"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 Preprocess = Literal["pil", "imagenet_float"]
-
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
-"""``attn_implementation`` choices: ``auto`` is transformers' default (SDPA where the model supports it)."""
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
-"""``dtype`` choices. ``int8`` (CPU only): the vision tower's linear layers dynamically quantized to int8."""
-_DTYPE_CHOICES = "one of " + ", ".join(repr(d) for d in DTYPES) + " (int8: CPU only)"
-# The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -73,10 +63,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
             raise ParameterError("dtype", dtype, "'auto', 'float16', 'bfloat16' or 'float32' on CUDA "
                                  "(int8 dynamic quantization runs on the CPU only)")
         return torch.float32
-    if dtype not in _DTYPES:
-        raise ParameterError("dtype", dtype, _DTYPE_CHOICES)
-    return _DTYPES[dtype]
-
+    if dtype not in TORCH_DTYPES:
+        raise ParameterError("dtype", dtype, dtype_choices_text)
+    return TORCH_DTYPES[dtype]
 
 
 def load_clipseg(
@@ -145,8 +134,8 @@ def load_clipseg(
                 "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True)."
             )
     offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    if not offline and not _in_cache(name, revision) and not _hub_reachable():
-        raise ModelLoadError(_offline_message(name))
+    if not offline and not in_cache(name, revision) and not hub_reachable():
+        raise ModelLoadError(offline_message(name))
     kwargs = dict(revision=revision, local_files_only=offline)
     hub_logger = logging.getLogger("huggingface_hub")
     hub_level = hub_logger.level
@@ -156,7 +145,7 @@ def load_clipseg(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        net = _from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
+        net = from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -168,7 +157,7 @@ def load_clipseg(
             ) from None
         if is_local:
             raise ModelLoadError(f"--model {name!r} is not a complete CLIPSeg directory: {text.splitlines()[0]}") from None
-        raise ModelLoadError(_offline_message(name, text)) from None
+        raise ModelLoadError(offline_message(name, text)) from None
     finally:
         hub_logger.setLevel(hub_level)
         hf_logging.set_verbosity(verbosity)
@@ -187,6 +176,14 @@ def load_clipseg(
     seg.quantized = "int8" if dtype == "int8" else None
     seg.vision_layers = (len(net.clip.vision_model.encoder.layers), len(net.clip.vision_model.encoder.layers) + dropped)
     return seg
+
+
+def load_from_settings(settings: Mapping[str, Any]) -> "ClipSeg":
+    """:func:`load_clipseg` with the model keys of a settings mapping (``model``, ``revision``, ``device``,
+    ``dtype`` and :data:`~streammask.model.options.MODEL_SPEED_PARAMS`; defaults where missing or ``None``)."""
+    return load_clipseg(settings.get("model") or DEFAULT_MODEL, revision=settings.get("revision"),
+                        device=settings.get("device") or "auto", dtype=settings.get("dtype") or "auto",
+                        **model_speed_options(settings))
 
 
 def drop_unused_vision_layers(net, *, check: bool = True) -> int:
@@ -257,21 +254,6 @@ def _quantize_int8(net) -> None:
         quantize_dynamic(net.clip.vision_model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
 
 
-def _from_pretrained(cls, name: str, attn_implementation: str, **kwargs):
-    """``from_pretrained`` with the requested attention; ``sdpa`` where unsupported falls back to the default."""
-    if attn_implementation == "auto":
-        return cls.from_pretrained(name, use_safetensors=True, **kwargs)
-    try:
-        return cls.from_pretrained(name, use_safetensors=True, attn_implementation=attn_implementation, **kwargs)
-    except (ValueError, ImportError, TypeError) as exc:
-        text = str(exc).lower()
-        if attn_implementation != "sdpa" or not any(word in text for word in ("attention", "attn", "sdpa")):
-            raise
-        log.debug("attn_implementation='sdpa' is not supported by this transformers' CLIPSeg (%s); "
-                  "using its default attention", exc)
-        return cls.from_pretrained(name, use_safetensors=True, **kwargs)
-
-
 def attention_implementation(net) -> str | None:
     """The attention implementation transformers chose for a loaded model (``sdpa``, ``eager``, ...)."""
     config = getattr(net, "config", None)
@@ -288,67 +270,6 @@ def _compile(net) -> None:
     net.decoder.compile()
 
 
-def _offline_message(name: str, detail: str = "") -> str:
-    if detail and "offline" not in detail.lower() and "connect" not in detail.lower() and "resolve" not in detail.lower():
-        return f"Cannot load the CLIPSeg weights {name!r}: {detail.splitlines()[0]}"
-    return (f"Cannot download the CLIPSeg weights {name!r} (the Hugging Face hub is unreachable and there is no cached "
-            f"copy): run `hf download {name}` once where there is network, or pass --model PATH pointing at a local copy.")
-
-
-def _in_cache(name: str, revision: str | None) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(name, "config.json", revision=revision)
-        return isinstance(found, str)
-    except Exception:
-        return False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connection to the hub (or ``HF_ENDPOINT``), so that an offline
-    machine gets one clear sentence instead of minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    rescale: float
-    resample: int
-
-
-def _image_config(processor) -> ImageConfig:
-    size = getattr(processor, "size", None) or {"height": 352, "width": 352}
-    if isinstance(size, (int, float)):
-        h = w = int(size)
-    else:
-        get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
-        h = get("height") or get("shortest_edge")
-        w = get("width") or get("shortest_edge") or h
-    if h != w:
-        raise ModelLoadError(f"CLIPSeg needs a square input, but the processor config asks for {h}x{w}")
-    return ImageConfig(
-        size=int(h),
-        mean=tuple(float(v) for v in processor.image_mean),
-        std=tuple(float(v) for v in processor.image_std),
-        rescale=float(getattr(processor, "rescale_factor", 1 / 255) or 1 / 255),
-        resample=int(getattr(processor, "resample", 2) or 2),
-    )
-
-
 class ClipSeg:
     """A loaded CLIPSeg model: prompt embeddings cached, frames in, logits out.
 
@@ -362,7 +283,7 @@ class ClipSeg:
         self.device = device
         self.dtype = dtype
         self.name = name
-        self.image = _image_config(processor)
+        self.image = image_config(processor)
         self.text_encode_calls = 0  # how many prompts were run through the text encoder
         self._embeddings: dict[str, torch.Tensor] = {}
         self._mean_std_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -386,8 +307,6 @@ class ClipSeg:
     @property
     def max_prompt_tokens(self) -> int | None:
         """The longest prompt the text encoder takes, in tokens (77 for CLIP, start and end included)."""
-        from .safety import prompt_token_limit
-
         return prompt_token_limit(self.tokenizer, self.model)
 
     def check_prompts(self, prompts: Sequence[str | tuple[str, str]]) -> None:
@@ -399,8 +318,6 @@ class ClipSeg:
         Raises:
             ParameterError: naming the parameter, the prompt, its token count and the limit.
         """
-        from .safety import check_prompt_tokens
-
         pairs = [p if isinstance(p, tuple) else ("prompt", p) for p in prompts]
         check_prompt_tokens(self.tokenizer, pairs, limit=self.max_prompt_tokens)
 
@@ -443,7 +360,7 @@ class ClipSeg:
         size = size or self.size
         if mode == "pil":
             if frames.device.type == "cpu":
-                small = _pil_resize_cpu(frames, size)
+                small = pil_resize_cpu(frames, size)
             else:
                 small = pil_resize_bilinear(frames, (size, size))
             x = small.to(self.device).float() * self.image.rescale
@@ -472,6 +389,13 @@ class ClipSeg:
 
     # -- inference -----------------------------------------------------------
     @torch.inference_mode()
+    def segment(self, frames: torch.Tensor, prompts: Sequence[str], *, preprocess: Preprocess = "pil",
+                 size: int | None = None) -> torch.Tensor:
+        """The :class:`~streammask.pipeline.Segmenter` interface: uint8 ``(B, 3, H, W)`` frames to
+        ``(B, P, S, S)`` float32 logits."""
+        return self.logits(self.preprocess(frames, mode=preprocess, size=size), prompts)
+
+
     def logits(self, pixel_values: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Run the model.
 
@@ -529,24 +453,3 @@ class ClipSeg:
             log.debug("vision-once fast path unavailable: %s", exc)
             return False
         return a.shape == b.shape and bool(torch.allclose(a, b, atol=1e-3, rtol=1e-3))
-
-
-def _pil_resize_cpu(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Pillow itself on the CPU: exact, and faster there than the tensor emulation."""
-    from PIL import Image
-
-    arr = frames.permute(0, 2, 3, 1).contiguous().numpy()
-    out = np.empty((arr.shape[0], size, size, 3), dtype=np.uint8)
-    for i, frame in enumerate(arr):
-        out[i] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
-
-
-def _segment(self: ClipSeg, frames: torch.Tensor, prompts: Sequence[str], *, preprocess: Preprocess = "pil",
-             size: int | None = None) -> torch.Tensor:
-    """The :class:`~streammask.pipeline.Segmenter` interface: uint8 ``(B, 3, H, W)`` frames to
-    ``(B, P, S, S)`` float32 logits."""
-    return self.logits(self.preprocess(frames, mode=preprocess, size=size), prompts)
-
-
-ClipSeg.segment = _segment

@@ -1,0 +1,175 @@
+"""Segments of long clips: process a frame range, concatenate the outputs without re-encoding.
+
+A segment is the frame range ``[start, end)`` of a clip (a :class:`FrameRange`).
+:func:`~streammask.process_video` with ``frame_range=`` seeks with PyAV to the
+keyframe at or before the first frame it needs, drops the frames before it, runs
+the warm-up frames ``[warmup_start, start)`` through the model and the temporal
+smoother without writing them, and writes frames ``[start, end)`` with their
+source ``pts``. A smoother with look-ahead (centered windows) also reads its
+``delay`` frames after ``end``, so the segment's last frames see the same window
+as in one pass.
+
+:func:`concat_outputs` joins the segments' outputs in order: video files by
+remuxing their packets with PyAV (every segment's encoder starts with a keyframe,
+and the packets keep the source timestamps, so the result is one continuous
+stream), PNG sequences by moving the images into one folder with continuous
+numbers, one ``frames.csv`` and one ``sequence.json``.
+
+How exact segment-split results are (versus one pass over the clip):
+
+* ``temporal="none"``: identical masks, frame count and timestamps.
+* windowed smoothers (``median`` / ``mean``): identical when the warm-up covers the
+  window's past (``overlap >= window // 2`` centered, ``window - 1`` trailing).
+* recurrent smoothers (``ema``, ``hysteresis``, ``flow``) and masquerade's
+  ``running`` normalisation carry state from the first frame on: identical when the
+  segments run one after another and the state is handed over
+  (:func:`process_segments`, ``handover=True``, what the local engine does);
+  approximated by the warm-up when segments run in parallel (the Ray engine).
+* ``stride`` / ``skip_static`` (:class:`~streammask.temporal.keyframes.WorkReducer`): its state (key frame,
+  stride phase, scene cuts) is part of the stream state: identical with ``handover=True``;
+  approximated when segments run in parallel (the first warm-up frame is a key frame).
+* masquerade ``normalize_scope="batch"`` depends on where batches start: not identical.
+* audio: segments are written without it; :func:`concat_outputs` copies the source's audio
+  into the joined heatmap / matte videos once. A ``background`` video is addressed by the
+  clip's frame index, so every segment gets the frames one pass gives it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..io.video import probe
+from ..io.writers import AUDIO_KINDS
+from ..pipeline.preflight import DEFAULT_OUTPUT_TEMPLATE, preflight_outputs
+from ..pipeline.run import RunSummary, process_video
+from ..pipeline.settings import RUN_PARAMS, normalize_variants
+from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
+from ..io.concat import concat_outputs
+from ..io.video import frame_pts
+from ..pipeline.ranges import FrameRange
+
+__all__ = ["segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names", "start_times", "check_joined_outputs"]
+
+SEGMENTS_DIR = ".segments"
+
+
+
+
+
+def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The file names among a segment's ``outputs`` (``{"variant.kind": path}``) that get the source's
+    audio when joined: the video files of :data:`~streammask.io.writers.AUDIO_KINDS`, unless ``audio`` is off."""
+    if not settings.get("audio", True):
+        return []
+    return [Path(p).name for key, p in outputs.items()
+            if key.rsplit(".", 1)[-1] in AUDIO_KINDS and Path(p).suffix != ""]
+
+
+def _stateful(temporal: str, variants: Any, settings: dict | None = None) -> bool:
+    """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation,
+    ``--stride`` / ``--skip-static``: the key frame the following frames get their masks from)."""
+    if temporal != "none":
+        return True
+    if settings and (int(settings.get("stride") or 1) > 1 or settings.get("skip_static")):
+        return True
+    masq = normalize_variants(variants).get("masquerade")
+    return bool(masq and masq.get("normalize") == "yes" and masq.get("normalize_scope") == "running")
+
+
+def start_times(source: str | os.PathLike, index: Sequence[int], starts: Sequence[int]) -> list[Fraction]:
+    """Exact seconds of the frames ``starts`` (the segments' first frames)."""
+    tb = probe(source).time_base
+    return [index[s] * tb for s in starts]
+
+
+def segment_dir(clip_dir: Path, stem: str, number: int) -> Path:
+    """Where segment ``number`` of a clip writes its outputs (hidden, inside the clip's folder)."""
+    return Path(clip_dir) / SEGMENTS_DIR / f"{stem}.{number:04d}"
+
+
+# -- sequential processing with state hand-over -----------------------------------------------------------------------
+
+def check_joined_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """What :func:`~streammask.process_video` checks before any work, for the joined outputs of a
+    segment-split run: no output replaces the input, and (unless ``overwrite``) none exists yet.
+    (The segments themselves go to streammask's own hidden folders, always replaced.)
+
+    Raises:
+        OutputExistsError, OutputError, ParameterError: as :func:`~streammask.pipeline.preflight.check_outputs`.
+    """
+    def get(name: str) -> Any:
+        value = settings.get(name, RUN_PARAMS[name].default)
+        return RUN_PARAMS[name].validate(value)
+
+    formats = {k: get(f"{k}_format") for k in ("mask", "heatmap", "matte")}
+    preflight_outputs(source, out_dir, variants=list(normalize_variants(settings.get("variants", ("soft",)))),
+                      kinds=get("outputs"), formats=formats,
+                      template=settings.get("output_template") or DEFAULT_OUTPUT_TEMPLATE,
+                      overwrite=bool(settings.get("overwrite", False)))
+
+
+def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]], *, out_dir: str | os.PathLike,
+                     overlap: int = 8, handover: bool = True, **process_kwargs: Any):
+    """Process a clip segment by segment, one after another, then join the outputs.
+
+    Args:
+        source: the clip.
+        ranges: ``[(start, end), ...]`` frame ranges covering the clip, in order.
+        out_dir: folder of the joined outputs (segments are written below ``out_dir/.segments``
+            and removed when joined).
+        overlap: warm-up frames before each segment but the first (when the state is not handed over).
+        handover: hand the stream state (temporal smoother, running statistics) from each
+            segment to the next; then every causal smoother gives the one-pass result exactly
+            (segment boundaries should then be multiples of ``batch_size``, see
+            :func:`~streammask.batch.plan.segment_ranges`, for bit-identical model batches).
+            Smoothers with look-ahead always use the warm-up instead.
+        process_kwargs: :func:`~streammask.process_video` keywords.
+
+    Returns:
+        A :class:`~streammask.RunSummary` of the whole clip (outputs: the joined files).
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    stem = Path(source).stem
+    temporal = TEMPORAL_PARAMS.validate({k: v for k, v in process_kwargs.items() if k in TEMPORAL_PARAMS})
+    causal = smoother_for(temporal).causal
+    handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
+    check_joined_outputs(source, out, process_kwargs)  # like `run`: before any work
+    index = frame_pts(source)
+    state = None
+    dirs, frames, stages, damaged, keys = [], 0, {}, 0, None
+    model_frames, batch_size = None, None
+    try:
+        for number, (start, end) in enumerate(ranges):
+            carry = handover and causal and state is not None
+            rng = FrameRange(start, end, warmup_start=start if carry or number == 0 else max(0, start - overlap),
+                             state=state if carry else None, index=index, exact=handover and causal)
+            d = segment_dir(out, stem, number)
+            summary = process_video(source, out_dir=d, frame_range=rng,
+                                    **{**process_kwargs, "overwrite": True})  # segment folders are streammask's own
+            state = rng.state_out
+            dirs.append(d)
+            frames += summary.frames
+            damaged += summary.damaged_packets
+            for k, v in summary.stage_seconds.items():
+                stages[k] = stages.get(k, 0.0) + v
+            keys = summary.outputs
+            batch_size = summary.batch_size
+            if process_kwargs.get("batch_size") is None:  # automatic: chosen once, by the first segment
+                process_kwargs = {**process_kwargs, "batch_size": batch_size}
+            if summary.model_frames is not None:  # --stride / --skip-static (warm-up frames included)
+                model_frames = (model_frames or 0) + summary.model_frames
+        names = [Path(p).name for p in keys.values()]
+        joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
+                                audio_source=source, audio_names=audio_names(keys, process_kwargs),
+                                audio_to_video_end=process_kwargs.get("max_frames") is not None)
+    finally:  # joined or failed: the segments go (a failed run leaves nothing that looks finished)
+        shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
+    outputs = {k: joined[Path(p).name] for k, p in keys.items()}
+    return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,
+                      stage_seconds=stages, damaged_packets=damaged, batch_size=batch_size, model_frames=model_frames)
