@@ -81,7 +81,7 @@ def test_writer_failure_reaches_caller_and_leaves_no_final_file(synthetic_clip, 
     with pytest.raises(OSError, match="No space left"):
         process_video(synthetic_clip, out_dir=tmp_path / "o", prompt="x", segmenter=tiny_model, batch_size=4,
                       progress=False)
-    assert list((tmp_path / "o").iterdir()) == []
+    assert not (tmp_path / "o").exists()  # no partial file, and the folder the run created is removed
 
 
 def test_decoder_failure_reaches_caller(synthetic_clip, tmp_path, tiny_model, monkeypatch):
@@ -94,7 +94,7 @@ def test_decoder_failure_reaches_caller(synthetic_clip, tmp_path, tiny_model, mo
     monkeypatch.setattr(pipeline, "read_batches", broken)
     with pytest.raises(RuntimeError, match="decoder exploded"):
         process_video(synthetic_clip, out_dir=tmp_path / "o", prompt="x", segmenter=tiny_model, progress=False)
-    assert list((tmp_path / "o").iterdir()) == []
+    assert not (tmp_path / "o").exists()  # no partial file, and the folder the run created is removed
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -164,3 +164,64 @@ def test_bad_temporal_option(synthetic_clip, tmp_path, tiny_model):
         process_video(synthetic_clip, out_dir=tmp_path, prompt="x", segmenter=tiny_model, temporal="ema", ema_alpha=3)
     with pytest.raises(ParameterError, match="temporal='blur'"):
         process_video(synthetic_clip, out_dir=tmp_path, prompt="x", segmenter=tiny_model, temporal="blur")
+
+
+@pytest.mark.parametrize("failure", ["model", "prompt"])
+def test_a_failed_run_leaves_no_output_folder_it_created(synthetic_clip, tiny_model, tmp_path, failure):
+    """A refused or failed run removes the (empty) output folders it created, and nothing else."""
+    out = tmp_path / "new" / "deeper"
+    if failure == "model":  # a folder without safetensors weights
+        (tmp_path / "no-weights").mkdir()
+        with pytest.raises(streammask.ModelLoadError):
+            process_video(synthetic_clip, prompt="person", out_dir=out, model=tmp_path / "no-weights", progress=False)
+    else:  # refused after the model is loaded: longer than CLIP's 77 tokens
+        with pytest.raises(ParameterError, match="tokens"):
+            process_video(synthetic_clip, prompt="word " * 100, out_dir=out, segmenter=tiny_model, progress=False)
+    assert not (tmp_path / "new").exists()
+    assert tmp_path.exists()
+
+
+def test_a_failed_run_keeps_an_output_folder_that_existed(synthetic_clip, tmp_path):
+    out = tmp_path / "existing"
+    out.mkdir()
+    with pytest.raises(ParameterError):
+        process_video(synthetic_clip, prompt="|", out_dir=out, progress=False)
+    assert out.is_dir()
+
+
+def test_summary_separates_work_from_waiting_and_names_the_slowest_stage(synthetic_clip, tmp_path, monkeypatch):
+    """A slow encoder: the model stage's time waiting for room in the encoder's queue is reported as waiting, not
+    work, and the encoder is named the slowest stage."""
+    import time
+
+    from streammask.io import writers
+
+    original = writers.VideoWriter.write
+
+    def slow(self, frames, pts):
+        time.sleep(0.15)
+        return original(self, frames, pts)
+
+    monkeypatch.setattr(writers.VideoWriter, "write", slow)
+    from streammask.testing import NullSegmenter
+
+    s = process_video(synthetic_clip, out_dir=tmp_path / "o", prompt="x", segmenter=NullSegmenter(), batch_size=2,
+                      outputs=["mask"], queue_size=1, progress=False)
+    stage = "segment + post-process"
+    assert s.slowest_stage == "encode soft.mask", s.stage_seconds
+    assert s.wait_seconds[stage] > 0.3  # blocked on the full encoder queue
+    encoded = s.stage_seconds["encode soft.mask"]
+    assert s.stage_seconds[stage] < encoded
+    text = s.describe()
+    assert "<- slowest" in next(line for line in text.splitlines() if "encode soft.mask" in line)
+
+
+def test_summary_gives_one_off_steps_no_rate():
+    from streammask.pipeline.run import RunSummary
+
+    s = RunSummary(source="c.mp4", frames=10, seconds=2.0, outputs={},
+                   stage_seconds={"load model": 7.08, "decode": 0.5, "segment + post-process": 1.0},
+                   wait_seconds={"decode": 0.2})
+    line = next(line for line in s.describe().splitlines() if "load model" in line)
+    assert "(once)" in line and "frames/s" not in line and "/s" not in line.replace("7.08 s", "")
+    assert s.slowest_stage == "segment + post-process"

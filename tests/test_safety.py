@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streammask import process_video, run_batch
+from streammask import MaskPipeline, process_video, run_batch
 from streammask.cli import main
 from streammask.errors import OutputError, OutputExistsError, ParameterError
 from streammask.pipeline.preflight import plan_outputs, render_output_name
@@ -342,6 +342,47 @@ def test_over_long_prompt_cli_one_line(tmp_path, capsys, tiny_model_dir):
     rc, lines = _cli(["run", str(clip), "--prompt", "z" * 120, "--model", str(tiny_model_dir), "-o",
                       str(tmp_path / "out"), "-q"], capsys)
     assert rc == 2 and len(lines) == 1 and "122 tokens" in lines[0] and "77" in lines[0], lines
+    assert not (tmp_path / "out").exists()  # the refused run removed the folder it had created
+
+
+def test_over_long_prompt_check_silences_transformers_warning(tiny_model):
+    """The refusal is the only message: transformers' own 'Token indices sequence length ...' is not logged."""
+    import logging
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    from transformers.utils import logging as hf_logging
+
+    handler = Collect(level=logging.WARNING)
+    hf_logger = logging.getLogger("transformers")  # transformers' loggers do not propagate to the root
+    hf_logger.addHandler(handler)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # transformers' default (the test session may have lowered it)
+    try:
+        tiny_model.tokenizer.deprecation_warnings.clear()  # the warning fires once per tokenizer
+        with pytest.raises(ParameterError, match="tokens"):
+            tiny_model.check_prompts(["z" * 120])
+        assert not [m for m in seen if "Token indices" in m]
+        tiny_model.tokenizer("z" * 120)  # the check is what silences it: a plain call warns
+        assert [m for m in seen if "Token indices" in m]
+    finally:
+        hf_logger.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
+
+
+@pytest.mark.parametrize("prompt", ["|", " | ", "||"])
+def test_prompt_of_separators_only_is_a_parameter_error(tmp_path, capsys, prompt):
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=2)
+    rc, lines = _cli(["run", str(clip), "--prompt", prompt, "-o", str(tmp_path / "out"), "-q"], capsys)
+    assert rc == 2 and len(lines) == 1 and "--prompt" in lines[0] and "non-empty" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ParameterError) as info:
+        MaskPipeline(object(), prompt=prompt)
+    assert info.value.name == "prompt"
 
 
 def test_comfy_video_node_rerun_replaces_its_outputs(tmp_path, tiny_model_dir):

@@ -87,11 +87,12 @@ class ClipResult:
     seconds: float | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     out_dir: str | None = None
+    note: str | None = None  # e.g. "ended early: 287 of 795 header frames" (a header that lies, a cut file)
 
     def row(self) -> dict[str, Any]:
         return {"path": self.path, "status": self.status, "error": self.error, "frames": self.frames,
                 "seconds": None if self.seconds is None else round(self.seconds, 3), "outputs": self.outputs,
-                "out_dir": self.out_dir}
+                "out_dir": self.out_dir, "note": self.note}
 
 
 @dataclass
@@ -119,6 +120,9 @@ class BatchReport:
                  f"{self.count('skipped')} skipped (already done), {self.count('failed')} failed"]
         for r in self.failed:
             lines.append(f"  failed {r.path}: {r.error}")
+        for r in self.results:
+            if r.status == "ok" and r.note:
+                lines.append(f"  {r.path}: {r.note}")
         lines.append(f"  report {self.report_path}")
         return "\n".join(lines)
 
@@ -410,7 +414,7 @@ def claim(item: BatchItem, settings: dict[str, Any], out: Path, owners: dict[Pat
     return ClipJob(item, settings, clip_dir, key, digest, result)
 
 
-def record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) -> None:
+def record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike], *, note: str | None = None) -> None:
     """Write the completion record (after every output got its final name) and fill in the result."""
     rel = {k: os.path.relpath(p, job.clip_dir) for k, p in outputs.items()}
     _write_json_atomic(job.clip_dir / DONE_NAME, {
@@ -421,6 +425,7 @@ def record_done(job: ClipJob, frames: int, outputs: Mapping[str, os.PathLike]) -
     })
     job.result.status = "ok"
     job.result.frames = frames
+    job.result.note = note
     job.result.outputs = {k: str(p) for k, p in outputs.items()}
 
 

@@ -47,7 +47,8 @@ def _process_local(job: ClipJob, segmenter: Any, progress: bool, segment_seconds
             return
     summary = process_video(job.item.source, out_dir=job.clip_dir, progress=progress, segmenter=segmenter,
                             **{**kwargs, "overwrite": True})  # the batch owns its clip folders
-    record_done(job, summary.frames, summary.outputs)
+    note = f"ended early: {summary.frames} of {summary.header_frames} header frames" if summary.ended_early else None
+    record_done(job, summary.frames, summary.outputs, note=note)
 
 
 def run_batch(

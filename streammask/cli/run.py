@@ -45,7 +45,9 @@ def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
 
 def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``probe`` subcommand."""
-    p = subparsers.add_parser("probe", help="print a video's metadata")
+    p = subparsers.add_parser("probe", help="print a video's metadata",
+                              description="Print a video's metadata; the frame count is the header's and the "
+                                          "packets counted in the file (demuxed, not decoded).")
     p.add_argument("input", metavar="INPUT")
     return p
 
@@ -56,5 +58,5 @@ def probe_command(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace, ctx: CommandContext) -> int:
-    print(probe(args.input).describe())
+    print(probe(args.input, count_frames=True).describe())
     return 0

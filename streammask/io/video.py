@@ -79,6 +79,17 @@ class VideoInfo:
     color_transfer: str | None = None
     bits_per_component: int | None = None
     variable_frame_rate: bool | None = None
+    num_frames_counted: int | None = None
+
+    @property
+    def frame_count(self) -> tuple[int | None, str]:
+        """The best frame count known and where it comes from: ``(n, "counted")`` (packets in the file)
+        or ``(n, "header")`` (the container's claim, an estimate: headers lie), ``(None, "unknown")``."""
+        if self.num_frames_counted is not None:
+            return self.num_frames_counted, "counted"
+        if self.num_frames is not None:
+            return self.num_frames, "header"
+        return None, "unknown"
 
     def describe(self) -> str:
         rate = f"{self.frame_rate} ({float(self.frame_rate):.3f} fps)" if self.frame_rate else "unknown"
@@ -89,7 +100,7 @@ class VideoInfo:
             f"size:        {self.width}x{self.height}" + (f" (coded {self.coded_width}x{self.coded_height}, rotation {self.rotation})" if self.rotation else ""),
             f"frame rate:  {rate}",
             f"time base:   {self.time_base}",
-            f"frames:      {self.num_frames if self.num_frames is not None else 'unknown'}",
+            f"frames:      {self._frames_text()}",
             f"duration:    {f'{self.duration:.3f} s' if self.duration is not None else 'unknown'}",
             f"start pts:   {self.start_pts}",
             f"audio:       {'yes' if self.has_audio else 'no'}",
@@ -101,6 +112,14 @@ class VideoInfo:
             f"transfer:    {self.color_transfer or 'unspecified'}",
         ]
         return "\n".join(lines)
+
+    def _frames_text(self) -> str:
+        header = "unknown" if self.num_frames is None else str(self.num_frames)
+        if self.num_frames_counted is None:
+            return f"{header} (from the header, not counted)" if self.num_frames is not None else "unknown"
+        if self.num_frames == self.num_frames_counted:
+            return f"{header} (header and packets agree)"
+        return f"{self.num_frames_counted} packets in the file (the header says {header})"
 
     def _yuv(self) -> bool:
         return bool(self.pix_fmt and self.pix_fmt.startswith("yuv"))
@@ -299,9 +318,28 @@ def _variable_frame_rate(path: str, *, max_packets: int = PROBE_RATE_PACKETS) ->
     return bool(steps.max() - steps.min() > 1)
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def _count_packets(path: str) -> int | None:
+    """Video packets in the file (demux only); ``None`` when it cannot be demuxed to the end."""
+    import av
+
+    n = 0
+    try:
+        with av.open(path, metadata_errors="replace") as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size:  # not the demuxer's final empty packet
+                    n += 1
+    except (av.error.FFmpegError, ValueError, OSError, IndexError):
+        return n or None
+    return n
+
+
+def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
     """Read a video's metadata (decodes the first frame to learn its rotation and colour tags;
     demuxes, without decoding, the first :data:`PROBE_RATE_PACKETS` packets to tell a variable frame rate).
+
+    ``num_frames`` is the container header's claim, an estimate. With ``count_frames`` the packets
+    of the whole file are counted too (demux only, no decoding: ``num_frames_counted``), the
+    number of frames there are, less any that fail to decode.
 
     Damaged packets before the first frame that decodes are skipped (at most
     :data:`PROBE_MAX_DAMAGED_PACKETS`), so a file that :func:`read_batches` can read is not refused.
@@ -345,6 +383,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             has_audio=bool(container.streams.audio),
             container=container.format.name,
             variable_frame_rate=_variable_frame_rate(str(path)),
+            num_frames_counted=_count_packets(str(path)) if count_frames else None,
             **_colour_tags(frame, cc),
         )
     finally:

@@ -41,7 +41,9 @@ def check_prompt_tokens(tokenizer: Any, prompts: Iterable[tuple[str, str]], *, l
     if limit is None:
         return
     for label, text in prompts:
-        n = len(tokenizer(text)["input_ids"])
+        # verbose=False: transformers' "Token indices sequence length is longer ..." warning would precede
+        # the one-line refusal below, which says the same in the parameter's own words
+        n = len(tokenizer(text, verbose=False)["input_ids"])
         if n > limit:
             shown = text if len(text) <= 60 else text[:57] + "..."
             raise ParameterError(label, shown, f"at most {limit} tokens for CLIP's text encoder, start and end tokens "

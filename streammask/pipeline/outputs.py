@@ -52,9 +52,10 @@ class OutputSet:
         self.sinks[key] = SinkThread(lambda item, w=writer: w.write(*item), maxsize=slots,
                                      name=f"{self._label} {key[0]}.{key[1]}", timer=self._timer)
 
-    def put(self, key: Hashable, item: Any) -> None:
-        """Queue ``item`` (``(frames, pts)``) for the writer of ``key``; blocks while its queue is full."""
-        self.sinks[key].put(item)
+    def put(self, key: Hashable, item: Any) -> float:
+        """Queue ``item`` (``(frames, pts)``) for the writer of ``key``; blocks while its queue is full.
+        Returns the seconds it was blocked (the encoder is slower than its producer)."""
+        return self.sinks[key].put(item)
 
     def __bool__(self) -> bool:
         return bool(self.writers)

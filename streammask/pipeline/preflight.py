@@ -27,7 +27,7 @@ from ..io.writers import FORMATS, partial_path
 
 __all__ = [
     "DEFAULT_OUTPUT_TEMPLATE", "TEMPLATE_FIELDS", "render_output_name", "plan_outputs", "check_outputs",
-    "ensure_output_dir", "preflight_outputs", "fit_batch_to_memory", "queue_slots",
+    "ensure_output_dir", "missing_folders", "remove_empty_folders", "preflight_outputs", "fit_batch_to_memory", "queue_slots",
 ]
 
 log = logging.getLogger("streammask")
@@ -192,6 +192,26 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return out
+
+
+def missing_folders(out_dir: str | os.PathLike) -> list[Path]:
+    """The folders of ``out_dir``'s path that do not exist yet (deepest first): what
+    :func:`ensure_output_dir` will create, and what a failed run removes again when empty."""
+    missing = []
+    path = Path(out_dir)
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty; never anything else."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails on a folder that holds anything: kept
+        except OSError:
+            break
 
 
 # -- both -----------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ queues, with a progress bar and a :class:`RunSummary` at the end.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sys
 import time
@@ -32,13 +33,20 @@ from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VariantOutput, check_prompt
 from .core import MaskPipeline, Segmenter
 from .outputs import OutputSet
-from .preflight import ensure_output_dir, fit_batch_to_memory, preflight_outputs, queue_slots
+from .preflight import (ensure_output_dir, fit_batch_to_memory, missing_folders, preflight_outputs, queue_slots,
+                        remove_empty_folders)
 from .ranges import FrameRange, range_batches
 from .settings import RUN_PARAMS, normalize_variants
 from .threads import StageTimer, prefetch
 from .transfer import upload_batches
 
-__all__ = ["RunSummary", "process_video"]
+__all__ = ["RunSummary", "process_video", "ONE_OFF_STAGES"]
+
+log = logging.getLogger("streammask")
+
+ONE_OFF_STAGES = ("load model",)
+SEGMENT_STAGE = "segment + post-process"
+"""Stages that run once per run, not per frame: the summary gives them no rate."""
 
 
 @dataclass
@@ -54,16 +62,42 @@ class RunSummary:
     damaged_packets: int = 0
     batch_size: int | None = None  # the batch size used (chosen automatically unless given)
     model_frames: int | None = None  # frames the model ran on, with --stride / --skip-static (None: every frame)
+    wait_seconds: dict[str, float] = field(default_factory=dict)  # per stage: blocked on a neighbouring stage
+    header_frames: int | None = None  # the frame count the container's header announces (an estimate)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def ended_early(self) -> bool:
+        """Whether the clip ended well short (more than 5 %, at least 2 frames) of its header's frame count
+        (a header that lies, or a file cut short)."""
+        return (self.header_frames is not None and self.frames < self.header_frames
+                and self.header_frames - self.frames >= max(2, 0.05 * self.header_frames))
+
+    @property
+    def slowest_stage(self) -> str | None:
+        """The per-frame stage with the most work time: what bounds the run (one-off steps left out)."""
+        per_frame = {k: v for k, v in self.stage_seconds.items() if k not in ONE_OFF_STAGES}
+        return max(per_frame, key=per_frame.get) if per_frame else None
+
     def describe(self) -> str:
         lines = [f"{self.frames} frames in {self.seconds:.2f} s ({self.fps:.2f} frames/s end to end)"]
+        if self.ended_early:
+            lines.append(f"  ended early: {self.frames} of {self.header_frames} frames the header announces")
+        if self.stage_seconds:
+            lines.append(f"  {'stage':<28} {'work':>10}  {'frames/s':>9}  {'waiting':>10}")
+        slowest = self.slowest_stage
         for stage, sec in sorted(self.stage_seconds.items()):
-            rate = self.frames / sec if sec > 0 else float("inf")
-            lines.append(f"  {stage:<28} {sec:8.2f} s busy  ({rate:9.1f} frames/s)")
+            if stage in ONE_OFF_STAGES:
+                lines.append(f"  {stage:<28} {sec:8.2f} s  {'(once)':>9}")
+                continue
+            rate = f"{self.frames / sec:9.1f}" if sec > 0 else f"{'-':>9}"
+            wait = self.wait_seconds.get(stage)
+            waited = f"{wait:8.2f} s" if wait is not None else ""
+            mark = "  <- slowest" if stage == slowest and len(self.stage_seconds) > 1 else ""
+            lines.append(f"  {stage:<28} {sec:8.2f} s  {rate}  {waited:>10}{mark}")
         if self.model_frames is not None:
             lines.append(f"  model ran on {self.model_frames} of {self.frames} frames (--stride / --skip-static)")
         if self.damaged_packets:
@@ -162,6 +196,7 @@ class _Handover:
         self.pipe, self.outputs, self.settings, self.look, self.kinds = pipe, outputs, settings, look, kinds
         self.frame_range, self.timer, self.ahead = frame_range, timer, ahead
         self.in_flight: deque = deque()
+        self.blocked = 0.0  # seconds handing batches over waited for full encoder queues
 
     def emit(self, results, x, payload) -> None:
         """Render a batch of ``(pts, host frame, host 16-bit frame, frame index)`` payload items and queue it."""
@@ -204,7 +239,7 @@ class _Handover:
                 self.timer.add("device -> host wait", time.perf_counter() - t0)
             for name, per_kind in done.items():
                 for kind, arr in per_kind.items():
-                    self.outputs.put((name, kind), (arr, pts))
+                    self.blocked += self.outputs.put((name, kind), (arr, pts))
 
 
 def _reader(source, settings: dict[str, Any], *, frame_range: FrameRange | None, delay: int, batch_size: int,
@@ -266,7 +301,21 @@ def process_video(
     planned = preflight_outputs(source, settings["out_dir"], variants=variant_params, kinds=kinds,
                                 formats={k: settings[f"{k}_format"] for k in ("mask", "heatmap", "matte")},
                                 template=settings["output_template"], overwrite=settings["overwrite"])
-    ensure_output_dir(settings["out_dir"])
+    created = missing_folders(settings["out_dir"])
+    try:
+        ensure_output_dir(settings["out_dir"])
+        return _stream(source, settings, variant_params, info, look, planned, segmenter=segmenter,
+                       on_batch=on_batch, frame_range=frame_range)
+    except BaseException:
+        remove_empty_folders(created)  # a refused or failed run leaves no empty output folder behind
+        raise
+
+
+def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str, Any]], info, look,
+            planned: dict[tuple[str, str], Path], *, segmenter: Segmenter | None,
+            on_batch: Callable[[int, int | None], None] | None, frame_range: FrameRange | None) -> RunSummary:
+    """Load the model (unless given), size the batches, open the outputs, stream the clip through."""
+    kinds = settings["outputs"]
     t_start = time.perf_counter()
     timer = StageTimer()
     if segmenter is None:
@@ -283,9 +332,13 @@ def process_video(
     stem = Path(source).stem
     outputs = OutputSet(timer=timer)
     stop = threading.Event()
-    total = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
+    # the header's count is an estimate (containers lie): the bar starts from it and ends at the frames there were
+    header_total = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames,
+                                                                                             max_frames)
+    total = header_total
     if frame_range is not None:
         total = frame_range.end - frame_range.start
+        header_total = None
         if frame_range.state:
             pipe.load_stream_state(frame_range.state)
     bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
@@ -303,23 +356,32 @@ def process_video(
         # on CUDA the decode thread also copies each batch to the device (its own stream), ahead of the model
         batches = prefetch(upload_batches(reader, segmenter.device), maxsize=decode_slots, name="decode",
                            timer=timer, stop=stop)
+        waited_for_decode = time.perf_counter()
         for batch, on_device in batches:
             t0 = time.perf_counter()
+            timer.wait(SEGMENT_STAGE, t0 - waited_for_decode)  # nothing to do: decoding is slower
+            blocked = handover.blocked
             frames = batch.frames if on_device is None else on_device.get()
             deep16 = batch.frames16 if batch.frames16 is not None else [None] * len(batch)
             handover.emit(*pipe.process_stream(frames, list(zip(batch.pts, batch.frames, deep16,
                                                                 range(batch.start, batch.start + len(batch))))))
-            timer.add("segment + post-process", time.perf_counter() - t0)
+            blocked = handover.blocked - blocked  # no room for the results: an encoder is slower
+            timer.add(SEGMENT_STAGE, time.perf_counter() - t0 - blocked)
+            timer.wait(SEGMENT_STAGE, blocked)
             n_written = len(batch) if frame_range is None else sum(
                 frame_range.start <= i < frame_range.end for i in range(batch.start, batch.start + len(batch)))
             frames_done += n_written
             bar.update(n_written)
             if on_batch is not None:
                 on_batch(frames_done, total)
+            waited_for_decode = time.perf_counter()
         if frame_range is not None:
             frame_range.state_out = pipe.stream_state()
         handover.emit(*pipe.flush_stream())
         handover.drain()
+        if bar.total != frames_done:  # the header's count was wrong: end the bar at what was there
+            bar.total = frames_done
+            bar.refresh()
         paths = outputs.close()
     except BaseException:
         stop.set()
@@ -334,10 +396,16 @@ def process_video(
         raise
     finally:
         bar.close()
-    return RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start, outputs=paths,
-                      stage_seconds=dict(timer.seconds), text_encodes=getattr(segmenter, "text_encode_calls", None),
-                      damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size,
-                      model_frames=pipe.reducer.counts["model"] if pipe.reducer.enabled else None)
+    summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start,
+                         outputs=paths, stage_seconds=dict(timer.seconds),
+                         text_encodes=getattr(segmenter, "text_encode_calls", None),
+                         damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size,
+                         model_frames=pipe.reducer.counts["model"] if pipe.reducer.enabled else None,
+                         wait_seconds=dict(timer.waits), header_frames=header_total)
+    if summary.ended_early:
+        log.warning("%s ended after %d of the %d frames its header announces (the header is wrong, or the file "
+                    "is cut short); every decodable frame was processed", source, frames_done, header_total)
+    return summary
 
 
 def _signature() -> inspect.Signature:

@@ -20,15 +20,26 @@ _DONE = object()
 
 
 class StageTimer:
-    """Seconds spent per named stage (thread-safe accumulation)."""
+    """Seconds per named stage, thread-safe: ``seconds`` working, ``waits`` blocked on a neighbour.
+
+    A stage that waits for its input (an empty queue) or its output (a full queue) is not the
+    bottleneck: the slowest stage is the one with the most work time.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.waits: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def add(self, name: str, seconds: float) -> None:
+        """Work time of stage ``name``."""
         with self._lock:
             self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def wait(self, name: str, seconds: float) -> None:
+        """Time stage ``name`` was blocked on another stage (nothing to do, or no room for its result)."""
+        with self._lock:
+            self.waits[name] = self.waits.get(name, 0.0) + seconds
 
 
 class _Failure:
@@ -67,9 +78,12 @@ def prefetch(iterable: Iterable[T], *, maxsize: int = 2, name: str = "producer",
                     item = next(it)
                 except StopIteration:
                     break
+                t1 = time.perf_counter()
+                ok = put(item)
                 if timer is not None:
-                    timer.add(name, time.perf_counter() - t0)
-                if not put(item):
+                    timer.add(name, t1 - t0)
+                    timer.wait(name, time.perf_counter() - t1)  # the queue was full: the consumer is slower
+                if not ok:
                     break
             put(_DONE)
         except BaseException as exc:  # forwarded to the consumer
@@ -131,7 +145,10 @@ class SinkThread:
 
     def _run(self) -> None:
         while True:
+            t_idle = time.perf_counter()
             item = self._q.get()
+            if self._timer is not None and item is not _DONE:
+                self._timer.wait(self._name, time.perf_counter() - t_idle)  # nothing to do: the producer is slower
             if item is _DONE:
                 return
             if self._error is not None or self._stop.is_set():
@@ -148,12 +165,14 @@ class SinkThread:
         if self._error is not None:
             raise self._error
 
-    def put(self, item) -> None:
+    def put(self, item) -> float:
+        """Queue ``item``; blocks while the queue is full. Returns the seconds it was blocked."""
+        t0 = time.perf_counter()
         while True:
             self._raise()
             try:
                 self._q.put(item, timeout=0.05)
-                return
+                return time.perf_counter() - t0
             except queue.Full:
                 continue
 
