@@ -220,17 +220,26 @@ def tensor2rgb(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # seed 000: mixlab "CLIPSeg"
 # ---------------------------------------------------------------------------
-def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model):
-    """The seed's ``segment_image`` body for a one-frame ``IMAGE`` (the seed's
-    ``squeeze()`` + ``Image.fromarray(mode='RGB')`` only accept one frame)."""
-    image_np = image.numpy().squeeze()
-    image_np = (image_np * 255).astype(np.uint8)
+def _mixlab_model_call(image_np, text, processor, model):
+    """The seed's model call on one uint8 frame: ``outputs`` of ``model(**processor(...))``."""
     i = Image.fromarray(image_np, mode="RGB")
     # ref: the seed reloads processor and model from clipseg_model_dir on every call
     prompt = text
     input_prc = processor(text=prompt, images=i, padding="max_length", return_tensors="pt")
     with torch.no_grad():
         outputs = model(**input_prc)
+    return outputs
+
+
+def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model, logits=None):
+    """The seed's ``segment_image`` body for a one-frame ``IMAGE`` (the seed's
+    ``squeeze()`` + ``Image.fromarray(mode='RGB')`` only accept one frame)."""
+    image_np = image.numpy().squeeze()
+    image_np = (image_np * 255).astype(np.uint8)
+    if logits is None:
+        outputs = _mixlab_model_call(image_np, text, processor, model)
+    else:  # ref: the same call made beforehand (mixlab_logits)
+        outputs = (logits,)
     # ref: transformers < 4.39 returned the logits of a batch of one squeezed to
     # (352, 352); the seed's code (apply_colormap's [:, :, :3], cv2.dilate) is
     # written for that shape and breaks on today's (1, 352, 352).
@@ -258,20 +267,36 @@ def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model)
     return tensor_bw, image_out_heatmap, image_out_binary
 
 
+def mixlab_logits(image: torch.Tensor, text: str, *, model_dir) -> torch.Tensor:
+    """The logits the mixlab node computes for each frame, ``(B, 1, 352, 352)``
+    (its processor call: a PIL image, ``padding="max_length"``)."""
+    processor, model = load_processor_and_model(str(model_dir))
+    out = []
+    for b in range(image.shape[0]):
+        image_np = (image[b:b + 1].numpy().squeeze() * 255).astype(np.uint8)
+        logits = _mixlab_model_call(image_np, text, processor, model)[0]
+        out.append(logits.reshape(1, *logits.shape[-2:]))
+    return torch.stack(out)
+
+
 def mixlab_segment_image(image: torch.Tensor, text: str, blur: float = 3.0, threshold: float = 0.3,
-                         dilation_factor: int = 4, *, model_dir) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         dilation_factor: int = 4, *, model_dir,
+                         logits: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mixlab ``CLIPSeg.segment_image``, one frame at a time.
 
     Args:
         image: ``(B, H, W, 3)`` float32 in ``[0, 1]``.
         model_dir: the CLIPSeg directory (the seed's ``clipseg_model_dir``).
+        logits: ``(B, 1, S, S)`` from :func:`mixlab_logits` (the node's model calls,
+            made once), so that several parameter sets can share them; default: call the model.
 
     Returns:
         ``Mask`` ``(B, H, W)``, ``Heatmap Mask`` ``(B, H, W, 3)``, ``BW Mask``
         ``(B, H, W, 3)``, float32 in ``[0, 1]`` (multiples of 1/255).
     """
     processor, model = load_processor_and_model(str(model_dir))
-    outs = [_mixlab_one(image[b:b + 1], text, blur, threshold, dilation_factor, processor, model)
+    outs = [_mixlab_one(image[b:b + 1], text, blur, threshold, dilation_factor, processor, model,
+                        None if logits is None else logits[b])
             for b in range(image.shape[0])]
     return tuple(torch.cat([o[k] for o in outs], dim=0) for k in range(3))
 
@@ -279,8 +304,25 @@ def mixlab_segment_image(image: torch.Tensor, text: str, blur: float = 3.0, thre
 # ---------------------------------------------------------------------------
 # seed 001: essentials "Apply CLIPSeg+"
 # ---------------------------------------------------------------------------
+def _essentials_model_call(i, prompt, processor, model):
+    """The seed's model call on one uint8 frame: ``model(**processor(...)).logits.unsqueeze(1)``."""
+    inputs = processor(text=prompt, images=[i], return_tensors="pt")
+    with torch.no_grad():  # ref: the seed runs under ComfyUI's inference mode
+        out = model(**inputs)
+    return out.logits.unsqueeze(1)
+
+
+def essentials_logits(image: torch.Tensor, clip_seg, prompt: str) -> torch.Tensor:
+    """The logits the essentials node computes for each frame, ``(B, 1, 352, 352)``
+    (its processor call: the uint8 array, no padding)."""
+    processor, model = clip_seg
+    imagenp = image.mul(255).clamp(0, 255).byte().cpu().numpy()
+    return torch.cat([_essentials_model_call(i, prompt, processor, model)[:1] for i in imagenp])
+
+
 def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, threshold: float = 0.4, smooth: int = 9,
-                             dilate: int = 0, blur: int = 0, *, gaussian_blur=None) -> Tuple[torch.Tensor]:
+                             dilate: int = 0, blur: int = 0, *, gaussian_blur=None,
+                             logits: torch.Tensor | None = None) -> Tuple[torch.Tensor]:
     """essentials ``ApplyCLIPSeg.execute`` (the seed loops the frames itself).
 
     Args:
@@ -288,6 +330,8 @@ def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, thresho
         clip_seg: ``(processor, model)``, as essentials' "Load CLIPSeg" returns.
         gaussian_blur: the node's ``T.functional.gaussian_blur`` (``T`` is
             ``torchvision.transforms.v2``); default :func:`tv_gaussian_blur`, the copy.
+        logits: ``(B, 1, S, S)`` from :func:`essentials_logits` (the node's model calls,
+            made once); default: call the model.
 
     Returns:
         ``(mask,)`` with mask ``(B, H, W)`` float32 (bicubic: may leave ``[0, 1]``).
@@ -298,11 +342,11 @@ def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, thresho
     imagenp = image.mul(255).clamp(0, 255).byte().cpu().numpy()
 
     outputs = []
-    for i in imagenp:
-        inputs = processor(text=prompt, images=[i], return_tensors="pt")
-        with torch.no_grad():  # ref: the seed runs under ComfyUI's inference mode
-            out = model(**inputs)
-        out = out.logits.unsqueeze(1)
+    for b, i in enumerate(imagenp):
+        if logits is None:
+            out = _essentials_model_call(i, prompt, processor, model)
+        else:  # ref: the same call made beforehand (essentials_logits)
+            out = logits[b:b + 1]
         out = torch.sigmoid(out[0][0])
         out = out > threshold
         outputs.append(out)
@@ -366,7 +410,8 @@ def _tv_resize(img: torch.Tensor, size) -> torch.Tensor:
 
 
 def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, precision: float = 0.5,
-                        normalize: str = "no", *, clip_seg, used_dim: int | None = None, transforms=None):
+                        normalize: str = "no", *, clip_seg, used_dim: int | None = None, transforms=None,
+                        logits: tuple | None = None, return_logits: bool = False):
     """masquerade ``ClipSegNode.get_mask``.
 
     Args:
@@ -375,9 +420,14 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
         used_dim: model input side; ``None`` = the seed's ``max(W, H)``.
         transforms: the node's ``torchvision.transforms`` (v1) module; default: the
             pure-torch copies :func:`_imagenet_normalize` and :func:`_tv_resize`.
+        logits: ``(preds, negative_preds)`` of an earlier call (``return_logits``): the
+            node's model calls, made once; default: call the model.
+        return_logits: also return ``(preds, negative_preds)``: ``(P * B, 1, S, S)``
+            logits, prompt-major as the seed batches them (``negative_preds`` ``None``
+            without negative prompts).
 
     Returns:
-        ``(thresholded_mask, raw_mask)``, each ``(B, H, W)`` float32.
+        ``(thresholded_mask, raw_mask)``, each ``(B, H, W)`` float32 (and the logits).
     """
     model = HFDensePred(*clip_seg)  # ref: self.load_model()
     DELIMITER = "|"
@@ -393,15 +443,18 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
         def transform(x):  # ref: transforms.Compose([Normalize(ImageNet), Resize((d, d), antialias=True)])
             return _tv_resize(_imagenet_normalize(x), (used_dim, used_dim))
 
-    img = transform(image.permute(0, 3, 1, 2))
-
     prompts = prompt.split(DELIMITER)
     negative_prompts = negative_prompt.split(DELIMITER) if negative_prompt != "" else []
-    with torch.no_grad():
-        dup_prompts = [item for item in prompts for _ in range(B)]
-        preds = model(img.repeat(len(prompts), 1, 1, 1), dup_prompts)[0]
-        dup_neg_prompts = [item for item in negative_prompts for _ in range(B)]
-        negative_preds = model(img.repeat(len(negative_prompts), 1, 1, 1), dup_neg_prompts)[0] if len(negative_prompts) > 0 else None
+    if logits is None:
+        img = transform(image.permute(0, 3, 1, 2))
+        with torch.no_grad():
+            dup_prompts = [item for item in prompts for _ in range(B)]
+            preds = model(img.repeat(len(prompts), 1, 1, 1), dup_prompts)[0]
+            dup_neg_prompts = [item for item in negative_prompts for _ in range(B)]
+            negative_preds = model(img.repeat(len(negative_prompts), 1, 1, 1), dup_neg_prompts)[0] if len(negative_prompts) > 0 else None
+    else:  # ref: the same calls made beforehand
+        preds, negative_preds = logits
+    model_logits = (preds, negative_preds)
 
     preds = torch.nn.functional.interpolate(preds, size=(H, W), mode="nearest")
     preds = torch.sigmoid(preds)
@@ -421,6 +474,8 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
         mask_range = mask_max - mask_min
         mask = (mask - mask_min) / mask_range
     thresholded = torch.where(mask >= precision, 1.0, 0.0)
+    if return_logits:
+        return (thresholded.to(device=image.device), mask.to(device=image.device)), model_logits
     return (thresholded.to(device=image.device), mask.to(device=image.device))
 
 
