@@ -19,9 +19,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 import torch
+
+if os.environ.get("STREAMMASK_REQUIRE_TORCHVISION"):  # .ci/run's torchvision venv: a missing torchvision is a failure
+    import torchvision.transforms.v2  # noqa: F401
 
 T = pytest.importorskip(
     "torchvision.transforms.v2",
