@@ -22,7 +22,8 @@ Each case is checked twice against the node's code (``tests/seed_reference.py``)
 
 Tolerance (the variants issue's): soft outputs >= 99.9 % of pixels within 2/255
 and every pixel within 8/255; binary outputs >= 99.9 % agreement; on the mixed
-batch, batched == per-frame by the same measure.
+batch, batched == per-frame and streamed in chunks (``process_stream``) ==
+batched by the same measure.
 """
 
 from __future__ import annotations
@@ -243,6 +244,33 @@ def test_variant_matches_node(tiny_model, tiny_model_dir, clip_seg, frames, case
             _check(value, torch.cat([s[key] for s in single]), f"batched vs per-frame {key}", failures,
                    binary=key in BINARY)
     assert not failures, "\n".join(failures)
+
+
+STREAM_CASES = [("essentials", "car", dict(threshold=0.4, smooth=9, dilate=1, blur=9)),
+                 ("essentials", "face", dict(threshold=0.7, smooth=32, dilate=-1, blur=64)),
+                 ("mixlab", "car", dict(blur=5.0, dilation_factor=10, threshold=0.3)),
+                 ("masquerade", "car|face", dict(negative_prompt="road", normalize="yes", normalize_scope="frame"))]
+
+
+@pytest.mark.parametrize("name,prompt,params", STREAM_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(STREAM_CASES)])
+def test_streamed_in_chunks_equals_batched(tiny_model, frames, name, prompt, params):
+    """The streamed path (``process_stream``, what ``process_video`` runs) in chunks of 1 and 3 frames
+    gives the batch's result on the mixed batch."""
+    u8 = frames["mixed"]
+    whole = _ours(MaskPipeline(tiny_model, prompt=prompt, variants={name: params}).process(u8)[name])
+    for chunk in (1, 3):
+        pipe = MaskPipeline(tiny_model, prompt=prompt, variants={name: params})
+        parts = []
+        for start in range(0, len(u8), chunk):
+            items = list(range(start, min(start + chunk, len(u8))))
+            results, _, payload = pipe.process_stream(u8[start:start + chunk], items)
+            assert payload == items
+            parts.append(_ours(results[name]))
+        failures: list[str] = []
+        for key, value in whole.items():
+            _check(torch.cat([p[key] for p in parts]), value, f"chunks of {chunk}: {key}", failures,
+                   binary=key in BINARY)
+        assert not failures, "\n".join(failures)
 
 
 def test_sweep_covers_every_listed_value():
