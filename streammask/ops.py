@@ -3,7 +3,7 @@
 Every function runs on the tensor's device (CPU or CUDA) and keeps it there.
 The filters reproduce the semantics of the libraries the seed nodes used
 (scipy ``gaussian_filter``, OpenCV ``dilate`` and fixed-point ``resize``,
-torchvision ``gaussian_blur``, scipy ``grey_dilation``) so that the variants
+torchvision v2 ``gaussian_blur``, scipy ``grey_dilation``) so that the variants
 can be faithful to them.
 """
 
@@ -19,6 +19,8 @@ __all__ = [
     "check_bchw",
     "gaussian_blur_scipy",
     "gaussian_blur_torchvision",
+    "gaussian_kernel1d_torchvision",
+    "gaussian_kernel_size_sigma",
     "box_dilate",
     "cross_dilate",
     "threshold_keep",
@@ -92,49 +94,106 @@ def gaussian_blur_scipy(x: torch.Tensor, sigma: float, truncate: float = 4.0) ->
 
 
 def gaussian_kernel_size_sigma(kernel_size: int) -> float:
-    """torchvision's default sigma for a kernel size: ``0.3 * ((k - 1) / 2 - 1) + 0.8``."""
-    return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    """torchvision's default sigma for a kernel size: ``k * 0.15 + 0.35`` (v2's expression, to the last bit)."""
+    return kernel_size * 0.15 + 0.35
+
+
+def gaussian_kernel1d_torchvision(kernel_size: int, sigma: float, *, dtype: torch.dtype = torch.float32,
+                                  device: torch.device | str | None = None) -> torch.Tensor:
+    r"""torchvision v2's 1-D Gaussian kernel (``transforms/v2/functional/_misc.py``, ``_get_gaussian_kernel1d``).
+
+    ``softmax(-(x / sigma)^2)`` over ``x = linspace(-lim, lim, k)``, ``lim = (k - 1) / (2 sqrt 2)``:
+    ``exp(-t^2 / (2 sigma^2))`` on the integer taps ``t``, normalised to sum 1, computed the way
+    torchvision computes it so that the float32 weights are the same to the last bit.
+
+    Args:
+        kernel_size: number of taps ``k``, odd and positive.
+        sigma: standard deviation in pixels, ``> 0``.
+        dtype: dtype of the weights (torchvision: the image's for float images, else float32).
+        device: where to make them.
+
+    Returns:
+        ``(k,)`` tensor summing to 1.
+
+    Example:
+        >>> gaussian_kernel1d_torchvision(3, 0.8)
+        tensor([0.2390, 0.5220, 0.2390])
+    """
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    t = torch.linspace(-lim, lim, steps=kernel_size, dtype=dtype, device=device)
+    return torch.softmax(t.div(sigma).pow(2).neg(), dim=0)
 
 
 def gaussian_blur_torchvision(x: torch.Tensor, kernel_size: int, sigma: float | None = None) -> torch.Tensor:
-    r"""Gaussian blur with ``torchvision.transforms.functional.gaussian_blur`` semantics.
+    r"""Gaussian blur with ``torchvision.transforms.v2.functional.gaussian_blur`` semantics.
 
-    Kernel of ``kernel_size`` taps on ``linspace(-(k-1)/2, (k-1)/2)``, sigma
-    defaulting to ``0.3 * ((k - 1) / 2 - 1) + 0.8``, border ``reflect`` without
-    repeating the edge pixel (``c b | a b c``), computed in float32.
+    The essentials node imports ``torchvision.transforms.v2 as T`` and calls
+    ``T.functional.gaussian_blur``; this is that function (torchvision 0.29,
+    ``gaussian_blur_image``) for tensors:
 
-    A ``bool`` input is returned as ``bool``, as torchvision does: it blurs in
-    float32 and casts back with ``.to(torch.bool)`` (no rounding: only integer
-    types are rounded), so the result is ``True`` wherever the blurred value is
-    non-zero. With every kernel tap positive (always so for the default sigma)
-    that is "any ``True`` in the ``k x k`` reflect-padded window", which is
-    computed exactly, as a max, so that no convolution algorithm's rounding
-    (FFT, Winograd, TF32 on a GPU) can turn an exact 0 into a stray ``True``.
+    * kernel: :func:`gaussian_kernel1d_torchvision` on both axes, sigma
+      defaulting to ``k * 0.15 + 0.35``, applied as their outer product;
+    * border: ``reflect`` without repeating the edge pixel (``c b | a b c``);
+    * a floating-point input is blurred in its own dtype and returned as it is;
+    * any other dtype (``bool``, ``uint8``, ...) is blurred in float32, then
+      **rounded** (``round_()``, half to even) and cast back. On a ``bool``
+      mask that makes the blur a majority-type filter: a pixel is ``True`` when
+      its Gaussian-weighted share of ``True`` neighbours is above 0.5 (exactly
+      0.5 rounds to 0). It does not dilate: isolated pixels vanish, holes fill.
+      (The v1 ``torchvision.transforms.functional.gaussian_blur`` casts a
+      ``bool`` back without rounding, any non-zero becoming ``True``: a
+      ``k x k`` dilation. That is not what the node runs.)
+
+    On the CPU it runs torchvision's own float computation (2-D kernel,
+    ``conv2d``), bit-identical to torchvision there. On CUDA it runs the same
+    filter separably in float64 and casts the result to the float32 (or
+    float input) dtype: cuDNN's default TF32 convolutions would move values
+    by ~1e-3 and flip the rounding of pixels near 0.5; float64 leaves the
+    ~1e-7 differences of float32 summation order, which flip one pixel in a
+    million or so. Unlike torchvision it also accepts a kernel radius of
+    ``H`` or ``W`` and more (the reflection repeats).
 
     Args:
-        x: ``(B, C, H, W)`` float or bool tensor.
+        x: ``(B, C, H, W)`` tensor of any dtype (``bool`` for a mask).
         kernel_size: odd, positive.
-        sigma: standard deviation (default: torchvision's from the size).
+        sigma: standard deviation, ``> 0`` (default: torchvision's from the size).
 
     Returns:
-        ``(B, C, H, W)`` float32 tensor (``bool`` for a ``bool`` input).
+        ``(B, C, H, W)`` tensor of the input's dtype, on its device.
+
+    Example:
+        >>> m = torch.zeros(1, 1, 7, 7, dtype=torch.bool); m[..., 3, 3] = True
+        >>> gaussian_blur_torchvision(m, 3).any().item()  # a lone pixel is voted away
+        False
+        >>> m[..., 2:5, 2:5] = True; m[..., 3, 3] = False
+        >>> gaussian_blur_torchvision(m, 3)[0, 0, 3, 3].item()  # a hole is filled
+        True
     """
     check_bchw(x)
     if kernel_size <= 0 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-    sigma = gaussian_kernel_size_sigma(kernel_size) if sigma is None else sigma
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, steps=kernel_size, dtype=torch.float32, device=x.device)
-    pdf = torch.exp(-0.5 * (t / sigma).pow(2))
-    k1 = pdf / pdf.sum()
-    k2 = torch.mm(k1[:, None], k1[None, :])
+    sigma = gaussian_kernel_size_sigma(kernel_size) if sigma is None else float(sigma)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if x.numel() == 0:
+        return x
+    fp = x.is_floating_point()
+    work = x.dtype if fp else torch.float32
     b, c, h, w = x.shape
-    y = _torch_reflect_pad(x.float().reshape(b * c, 1, h, w), kernel_size // 2)
-    if x.dtype == torch.bool and bool((k2 > 0).all()):
-        return (F.max_pool2d(y, kernel_size, stride=1) > 0).reshape(b, c, h, w)
-    y = F.conv2d(y, k2.view(1, 1, kernel_size, kernel_size))
+    y = x.reshape(b * c, 1, h, w)
+    r = kernel_size // 2
+    if x.device.type == "cuda":
+        k1 = gaussian_kernel1d_torchvision(kernel_size, sigma, dtype=torch.float64, device=x.device)
+        y = _torch_reflect_pad(y.to(torch.float64), r)
+        y = F.conv2d(F.conv2d(y, k1.view(1, 1, -1, 1)), k1.view(1, 1, 1, -1)).to(work)
+    else:
+        k1 = gaussian_kernel1d_torchvision(kernel_size, sigma, dtype=work, device=x.device)
+        k2 = k1.unsqueeze(-1) * k1
+        y = F.conv2d(_torch_reflect_pad(y.to(work), r), k2.view(1, 1, kernel_size, kernel_size))
     y = y.reshape(b, c, h, w)
-    return y != 0 if x.dtype == torch.bool else y
+    if not fp:
+        y = y.round_().to(x.dtype)
+    return y
 
 
 def _torch_reflect_pad(y: torch.Tensor, r: int) -> torch.Tensor:

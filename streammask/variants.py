@@ -171,9 +171,9 @@ class EssentialsVariant(Variant):
     title = "essentials Apply CLIPSeg+"
     params = ParamSet((
         Param("threshold", "float", 0.4, "probability above which a pixel is in the mask", min=0.0, max=1.0, step=0.05),
-        Param("smooth", "int", 9, "torchvision Gaussian blur (kernel size, made odd) of the binary mask", min=0, max=32, step=1),
+        Param("smooth", "int", 9, "torchvision v2 Gaussian blur (kernel size, made odd) of the binary mask, rounded back to binary", min=0, max=32, step=1),
         Param("dilate", "int", 0, "grow (>0) or shrink (<0) by this many 3x3-cross passes", min=-32, max=32, step=1),
-        Param("blur", "int", 0, "torchvision Gaussian blur (kernel size, made odd) of the float mask", min=0, max=64, step=1),
+        Param("blur", "int", 0, "torchvision v2 Gaussian blur (kernel size, made odd) of the float mask", min=0, max=64, step=1),
         Param("clamp", "bool", False, "clamp the bicubic-resized mask to [0, 1] (the seed does not)"),
     ), owner="essentials")
 
@@ -185,9 +185,9 @@ class EssentialsVariant(Variant):
         smooth = int(p["smooth"])
         if smooth > 0:
             smooth += 1 - smooth % 2
-            # torchvision blurs the *boolean* mask in float and casts back with .to(bool):
-            # any non-zero value becomes True, so the blur acts as a k x k dilation
-            # (reflect-padded), not as a majority filter.
+            # torchvision v2 (the node's ``transforms.v2``) blurs the *boolean* mask in float32,
+            # rounds and casts back: True where the Gaussian-weighted share of True pixels is
+            # above 0.5, a majority-type filter (not a dilation).
             x = ops.gaussian_blur_torchvision(x, smooth)
         x = x.float()
         if p["dilate"]:

@@ -13,8 +13,14 @@ CLIPSeg as streammask, but the way each seed runs it: through
 ``CLIPSegProcessor``'s PIL path one frame at a time with the text re-encoded
 per frame (mixlab, essentials), or through the seed's own float preprocessing
 (masquerade). Post-processing uses the libraries the seeds used: numpy,
-scipy.ndimage, OpenCV, matplotlib, PIL, and a pure-torch copy of torchvision's
-tensor ``gaussian_blur`` (torchvision itself is not installed here).
+scipy.ndimage, OpenCV, matplotlib, PIL, and pure-torch copies of torchvision's
+tensor ``gaussian_blur`` (v2, which essentials imports) and of the v1 ``Normalize`` /
+``Resize`` masquerade uses: torchvision does not install beside the CPU torch of the
+main test run. Each hand-written imitation is checked against the real library call
+(``tests/test_references_real.py``; ``tests/test_references_torchvision.py`` where
+torchvision is installed). Pass the real functions to run the real library
+instead: ``gaussian_blur`` (:func:`essentials_apply_clipseg`), ``transforms``
+(:func:`masquerade_get_mask`).
 
 None of this code is imported by streammask: it is the independent oracle.
 """
@@ -22,6 +28,7 @@ None of this code is imported by streammask: it is the independent oracle.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Tuple
 
@@ -122,63 +129,80 @@ def expand_mask(mask: torch.Tensor, expand: int, tapered_corners: bool) -> torch
     return torch.stack(out, dim=0)
 
 
-# torchvision.transforms.functional.gaussian_blur for tensors (torchvision 0.29.1,
-# transforms/functional.py + transforms/_functional_tensor.py), in pure torch.
-def _get_gaussian_kernel1d(kernel_size: int, sigma: float) -> torch.Tensor:
-    ksize_half = (kernel_size - 1) * 0.5
-    x = torch.linspace(-ksize_half, ksize_half, steps=kernel_size)
-    pdf = torch.exp(-0.5 * (x / sigma).pow(2))
-    return pdf / pdf.sum()
+# torchvision.transforms.v2.functional.gaussian_blur for tensors: the node imports
+# ``torchvision.transforms.v2 as T`` (cubiq/ComfyUI_essentials segmentation.py). A pure-torch copy of
+# torchvision 0.29.1's transforms/v2/functional/_misc.py (_get_gaussian_kernel1d, _get_gaussian_kernel2d,
+# gaussian_blur_image), so the main suite runs without torchvision; tests/test_references_torchvision.py
+# checks it against the real call.
+def _get_gaussian_kernel1d(kernel_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    x = torch.linspace(-lim, lim, steps=kernel_size, dtype=dtype, device=device)
+    kernel1d = torch.softmax(x.div(sigma).pow(2).neg(), dim=0)
+    return kernel1d
 
 
-def _get_gaussian_kernel2d(kernel_size, sigma, dtype, device) -> torch.Tensor:
-    kernel1d_x = _get_gaussian_kernel1d(kernel_size[0], sigma[0]).to(device, dtype=dtype)
-    kernel1d_y = _get_gaussian_kernel1d(kernel_size[1], sigma[1]).to(device, dtype=dtype)
-    return torch.mm(kernel1d_y[:, None], kernel1d_x[None, :])
+def _get_gaussian_kernel2d(kernel_size, sigma, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    kernel1d_x = _get_gaussian_kernel1d(kernel_size[0], sigma[0], dtype, device)
+    kernel1d_y = _get_gaussian_kernel1d(kernel_size[1], sigma[1], dtype, device)
+    kernel2d = kernel1d_y.unsqueeze(-1) * kernel1d_x
+    return kernel2d
 
 
-def _cast_squeeze_in(img: torch.Tensor, req_dtypes):
-    need_squeeze = False
-    if img.ndim < 4:  # make image NCHW
-        img = img.unsqueeze(dim=0)
-        need_squeeze = True
-    out_dtype = img.dtype
-    need_cast = False
-    if out_dtype not in req_dtypes:
-        need_cast = True
-        img = img.to(req_dtypes[0])
-    return img, need_cast, need_squeeze, out_dtype
+def tv_gaussian_blur(image: torch.Tensor, kernel_size, sigma=None) -> torch.Tensor:
+    """``torchvision.transforms.v2.functional.gaussian_blur(image, kernel_size, sigma)`` for a plain tensor.
 
-
-def _cast_squeeze_out(img: torch.Tensor, need_cast: bool, need_squeeze: bool, out_dtype: torch.dtype) -> torch.Tensor:
-    if need_squeeze:
-        img = img.squeeze(dim=0)
-    if need_cast:
-        if out_dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
-            img = torch.round(img)  # only integer types are rounded: a bool becomes `img != 0`
-        img = img.to(out_dtype)
-    return img
-
-
-def tv_gaussian_blur(img: torch.Tensor, kernel_size: int, sigma=None) -> torch.Tensor:
-    """``torchvision.transforms.functional.gaussian_blur(img, kernel_size, sigma)`` for a tensor."""
+    A non-floating input (a ``bool`` mask, ``uint8``) is blurred in float32,
+    then ``round_()``-ed (half to even) and cast back to its dtype.
+    """
     if isinstance(kernel_size, int):
         kernel_size = [kernel_size, kernel_size]
+    elif len(kernel_size) != 2:
+        raise ValueError(f"If kernel_size is a sequence its length should be 2. Got {len(kernel_size)}")
     for ksize in kernel_size:
         if ksize % 2 == 0 or ksize < 0:
             raise ValueError(f"kernel_size should have odd and positive integers. Got {kernel_size}")
+
     if sigma is None:
         sigma = [ksize * 0.15 + 0.35 for ksize in kernel_size]
-    if isinstance(sigma, (int, float)):
+    elif isinstance(sigma, (list, tuple)):
+        sigma = [sigma[0], sigma[0]] if len(sigma) == 1 else list(sigma)
+    else:
         sigma = [float(sigma), float(sigma)]
-    dtype = img.dtype if torch.is_floating_point(img) else torch.float32
-    kernel = _get_gaussian_kernel2d(kernel_size, sigma, dtype=dtype, device=img.device)
-    kernel = kernel.expand(img.shape[-3], 1, kernel.shape[0], kernel.shape[1])
-    img, need_cast, need_squeeze, out_dtype = _cast_squeeze_in(img, [kernel.dtype])
+    for s in sigma:
+        if s <= 0.0:
+            raise ValueError(f"sigma should have positive values. Got {sigma}")
+
+    if image.numel() == 0:
+        return image
+
+    dtype = image.dtype
+    shape = image.shape
+    ndim = image.ndim
+    if ndim == 3:
+        image = image.unsqueeze(dim=0)
+    elif ndim > 4:
+        image = image.reshape((-1,) + shape[-3:])
+
+    fp = torch.is_floating_point(image)
+    kernel = _get_gaussian_kernel2d(kernel_size, sigma, dtype=dtype if fp else torch.float32, device=image.device)
+    kernel = kernel.expand(shape[-3], 1, kernel.shape[0], kernel.shape[1])
+
+    output = image if fp else image.to(dtype=torch.float32)
+
+    # padding = (left, right, top, bottom)
     padding = [kernel_size[0] // 2, kernel_size[0] // 2, kernel_size[1] // 2, kernel_size[1] // 2]
-    img = F.pad(img, padding, mode="reflect")
-    img = F.conv2d(img, kernel, groups=img.shape[-3])
-    return _cast_squeeze_out(img, need_cast, need_squeeze, out_dtype)
+    output = F.pad(output, padding, mode="reflect")
+    output = F.conv2d(output, kernel, groups=shape[-3])
+
+    if ndim == 3:
+        output = output.squeeze(dim=0)
+    elif ndim > 4:
+        output = output.reshape(shape)
+
+    if not fp:
+        output = output.round_().to(dtype=dtype)
+
+    return output
 
 
 # masquerade's helper (masquerade-nodes-comfyui, MaskNodes.py)
@@ -196,17 +220,26 @@ def tensor2rgb(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # seed 000: mixlab "CLIPSeg"
 # ---------------------------------------------------------------------------
-def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model):
-    """The seed's ``segment_image`` body for a one-frame ``IMAGE`` (the seed's
-    ``squeeze()`` + ``Image.fromarray(mode='RGB')`` only accept one frame)."""
-    image_np = image.numpy().squeeze()
-    image_np = (image_np * 255).astype(np.uint8)
+def _mixlab_model_call(image_np, text, processor, model):
+    """The seed's model call on one uint8 frame: ``outputs`` of ``model(**processor(...))``."""
     i = Image.fromarray(image_np, mode="RGB")
     # ref: the seed reloads processor and model from clipseg_model_dir on every call
     prompt = text
     input_prc = processor(text=prompt, images=i, padding="max_length", return_tensors="pt")
     with torch.no_grad():
         outputs = model(**input_prc)
+    return outputs
+
+
+def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model, logits=None):
+    """The seed's ``segment_image`` body for a one-frame ``IMAGE`` (the seed's
+    ``squeeze()`` + ``Image.fromarray(mode='RGB')`` only accept one frame)."""
+    image_np = image.numpy().squeeze()
+    image_np = (image_np * 255).astype(np.uint8)
+    if logits is None:
+        outputs = _mixlab_model_call(image_np, text, processor, model)
+    else:  # ref: the same call made beforehand (mixlab_logits)
+        outputs = (logits,)
     # ref: transformers < 4.39 returned the logits of a batch of one squeezed to
     # (352, 352); the seed's code (apply_colormap's [:, :, :3], cv2.dilate) is
     # written for that shape and breaks on today's (1, 352, 352).
@@ -234,20 +267,36 @@ def _mixlab_one(image, text, blur, threshold, dilation_factor, processor, model)
     return tensor_bw, image_out_heatmap, image_out_binary
 
 
+def mixlab_logits(image: torch.Tensor, text: str, *, model_dir) -> torch.Tensor:
+    """The logits the mixlab node computes for each frame, ``(B, 1, 352, 352)``
+    (its processor call: a PIL image, ``padding="max_length"``)."""
+    processor, model = load_processor_and_model(str(model_dir))
+    out = []
+    for b in range(image.shape[0]):
+        image_np = (image[b:b + 1].numpy().squeeze() * 255).astype(np.uint8)
+        logits = _mixlab_model_call(image_np, text, processor, model)[0]
+        out.append(logits.reshape(1, *logits.shape[-2:]))
+    return torch.stack(out)
+
+
 def mixlab_segment_image(image: torch.Tensor, text: str, blur: float = 3.0, threshold: float = 0.3,
-                         dilation_factor: int = 4, *, model_dir) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         dilation_factor: int = 4, *, model_dir,
+                         logits: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mixlab ``CLIPSeg.segment_image``, one frame at a time.
 
     Args:
         image: ``(B, H, W, 3)`` float32 in ``[0, 1]``.
         model_dir: the CLIPSeg directory (the seed's ``clipseg_model_dir``).
+        logits: ``(B, 1, S, S)`` from :func:`mixlab_logits` (the node's model calls,
+            made once), so that several parameter sets can share them; default: call the model.
 
     Returns:
         ``Mask`` ``(B, H, W)``, ``Heatmap Mask`` ``(B, H, W, 3)``, ``BW Mask``
         ``(B, H, W, 3)``, float32 in ``[0, 1]`` (multiples of 1/255).
     """
     processor, model = load_processor_and_model(str(model_dir))
-    outs = [_mixlab_one(image[b:b + 1], text, blur, threshold, dilation_factor, processor, model)
+    outs = [_mixlab_one(image[b:b + 1], text, blur, threshold, dilation_factor, processor, model,
+                        None if logits is None else logits[b])
             for b in range(image.shape[0])]
     return tuple(torch.cat([o[k] for o in outs], dim=0) for k in range(3))
 
@@ -255,27 +304,49 @@ def mixlab_segment_image(image: torch.Tensor, text: str, blur: float = 3.0, thre
 # ---------------------------------------------------------------------------
 # seed 001: essentials "Apply CLIPSeg+"
 # ---------------------------------------------------------------------------
+def _essentials_model_call(i, prompt, processor, model):
+    """The seed's model call on one uint8 frame: ``model(**processor(...)).logits.unsqueeze(1)``."""
+    inputs = processor(text=prompt, images=[i], return_tensors="pt")
+    with torch.no_grad():  # ref: the seed runs under ComfyUI's inference mode
+        out = model(**inputs)
+    return out.logits.unsqueeze(1)
+
+
+def essentials_logits(image: torch.Tensor, clip_seg, prompt: str) -> torch.Tensor:
+    """The logits the essentials node computes for each frame, ``(B, 1, 352, 352)``
+    (its processor call: the uint8 array, no padding)."""
+    processor, model = clip_seg
+    imagenp = image.mul(255).clamp(0, 255).byte().cpu().numpy()
+    return torch.cat([_essentials_model_call(i, prompt, processor, model)[:1] for i in imagenp])
+
+
 def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, threshold: float = 0.4, smooth: int = 9,
-                             dilate: int = 0, blur: int = 0) -> Tuple[torch.Tensor]:
+                             dilate: int = 0, blur: int = 0, *, gaussian_blur=None,
+                             logits: torch.Tensor | None = None) -> Tuple[torch.Tensor]:
     """essentials ``ApplyCLIPSeg.execute`` (the seed loops the frames itself).
 
     Args:
         image: ``(B, H, W, 3)`` float32 in ``[0, 1]``.
         clip_seg: ``(processor, model)``, as essentials' "Load CLIPSeg" returns.
+        gaussian_blur: the node's ``T.functional.gaussian_blur`` (``T`` is
+            ``torchvision.transforms.v2``); default :func:`tv_gaussian_blur`, the copy.
+        logits: ``(B, 1, S, S)`` from :func:`essentials_logits` (the node's model calls,
+            made once); default: call the model.
 
     Returns:
         ``(mask,)`` with mask ``(B, H, W)`` float32 (bicubic: may leave ``[0, 1]``).
     """
     processor, model = clip_seg
+    gaussian_blur = tv_gaussian_blur if gaussian_blur is None else gaussian_blur  # ref: T.functional.gaussian_blur
 
     imagenp = image.mul(255).clamp(0, 255).byte().cpu().numpy()
 
     outputs = []
-    for i in imagenp:
-        inputs = processor(text=prompt, images=[i], return_tensors="pt")
-        with torch.no_grad():  # ref: the seed runs under ComfyUI's inference mode
-            out = model(**inputs)
-        out = out.logits.unsqueeze(1)
+    for b, i in enumerate(imagenp):
+        if logits is None:
+            out = _essentials_model_call(i, prompt, processor, model)
+        else:  # ref: the same call made beforehand (essentials_logits)
+            out = logits[b:b + 1]
         out = torch.sigmoid(out[0][0])
         out = out > threshold
         outputs.append(out)
@@ -287,7 +358,7 @@ def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, thresho
     if smooth > 0:
         if smooth % 2 == 0:
             smooth += 1
-        outputs = tv_gaussian_blur(outputs, smooth)
+        outputs = gaussian_blur(outputs, smooth)
 
     outputs = outputs.float()
 
@@ -297,7 +368,7 @@ def essentials_apply_clipseg(image: torch.Tensor, clip_seg, prompt: str, thresho
     if blur > 0:
         if blur % 2 == 0:
             blur += 1
-        outputs = tv_gaussian_blur(outputs, blur)
+        outputs = gaussian_blur(outputs, blur)
 
     # resize to original size
     outputs = F.interpolate(outputs.unsqueeze(1), size=(image.shape[1], image.shape[2]), mode="bicubic").squeeze(1)
@@ -339,16 +410,24 @@ def _tv_resize(img: torch.Tensor, size) -> torch.Tensor:
 
 
 def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, precision: float = 0.5,
-                        normalize: str = "no", *, clip_seg, used_dim: int | None = None):
+                        normalize: str = "no", *, clip_seg, used_dim: int | None = None, transforms=None,
+                        logits: tuple | None = None, return_logits: bool = False):
     """masquerade ``ClipSegNode.get_mask``.
 
     Args:
         image: ``(B, H, W, 3)`` float32 in ``[0, 1]``.
         clip_seg: ``(processor, model)``; the model answers for timojl's ``CLIPDensePredT``.
         used_dim: model input side; ``None`` = the seed's ``max(W, H)``.
+        transforms: the node's ``torchvision.transforms`` (v1) module; default: the
+            pure-torch copies :func:`_imagenet_normalize` and :func:`_tv_resize`.
+        logits: ``(preds, negative_preds)`` of an earlier call (``return_logits``): the
+            node's model calls, made once; default: call the model.
+        return_logits: also return ``(preds, negative_preds)``: ``(P * B, 1, S, S)``
+            logits, prompt-major as the seed batches them (``negative_preds`` ``None``
+            without negative prompts).
 
     Returns:
-        ``(thresholded_mask, raw_mask)``, each ``(B, H, W)`` float32.
+        ``(thresholded_mask, raw_mask)``, each ``(B, H, W)`` float32 (and the logits).
     """
     model = HFDensePred(*clip_seg)  # ref: self.load_model()
     DELIMITER = "|"
@@ -356,18 +435,26 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
     B, H, W, _ = image.shape
     used_dim = max(W, H) if used_dim is None else used_dim  # ref: parameterised (the seed: max(W, H))
 
-    def transform(x):  # transforms.Compose([Normalize(ImageNet), Resize((d, d), antialias=True)])
-        return _tv_resize(_imagenet_normalize(x), (used_dim, used_dim))
-
-    img = transform(image.permute(0, 3, 1, 2))
+    if transforms is not None:
+        transform = transforms.Compose([
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+            transforms.Resize((used_dim, used_dim), antialias=True)])
+    else:
+        def transform(x):  # ref: transforms.Compose([Normalize(ImageNet), Resize((d, d), antialias=True)])
+            return _tv_resize(_imagenet_normalize(x), (used_dim, used_dim))
 
     prompts = prompt.split(DELIMITER)
     negative_prompts = negative_prompt.split(DELIMITER) if negative_prompt != "" else []
-    with torch.no_grad():
-        dup_prompts = [item for item in prompts for _ in range(B)]
-        preds = model(img.repeat(len(prompts), 1, 1, 1), dup_prompts)[0]
-        dup_neg_prompts = [item for item in negative_prompts for _ in range(B)]
-        negative_preds = model(img.repeat(len(negative_prompts), 1, 1, 1), dup_neg_prompts)[0] if len(negative_prompts) > 0 else None
+    if logits is None:
+        img = transform(image.permute(0, 3, 1, 2))
+        with torch.no_grad():
+            dup_prompts = [item for item in prompts for _ in range(B)]
+            preds = model(img.repeat(len(prompts), 1, 1, 1), dup_prompts)[0]
+            dup_neg_prompts = [item for item in negative_prompts for _ in range(B)]
+            negative_preds = model(img.repeat(len(negative_prompts), 1, 1, 1), dup_neg_prompts)[0] if len(negative_prompts) > 0 else None
+    else:  # ref: the same calls made beforehand
+        preds, negative_preds = logits
+    model_logits = (preds, negative_preds)
 
     preds = torch.nn.functional.interpolate(preds, size=(H, W), mode="nearest")
     preds = torch.sigmoid(preds)
@@ -387,6 +474,8 @@ def masquerade_get_mask(image: torch.Tensor, prompt: str, negative_prompt: str, 
         mask_range = mask_max - mask_min
         mask = (mask - mask_min) / mask_range
     thresholded = torch.where(mask >= precision, 1.0, 0.0)
+    if return_logits:
+        return (thresholded.to(device=image.device), mask.to(device=image.device)), model_logits
     return (thresholded.to(device=image.device), mask.to(device=image.device))
 
 

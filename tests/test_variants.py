@@ -226,34 +226,21 @@ def test_essentials_clamped_output(tiny_model, clip_seg, frames_u8, image):
     assert_soft(out.mask[:, 0], mask.clamp(0, 1), "clamped mask")
 
 
-def test_essentials_smooth_is_window_any_not_majority(tiny_model, clip_seg, frames_u8, image):
-    """torchvision casts the blurred *bool* mask back with ``.to(bool)``: non-zero -> True.
+def test_essentials_smooth_is_a_majority_filter(tiny_model, clip_seg, frames_u8, image):
+    """torchvision v2 rounds the blurred *bool* mask back: True where the Gaussian-weighted share is > 0.5.
 
-    A sparse mask (threshold 0.99) smoothed with k=3 therefore grows (every pixel
-    with a True in its 3x3 window), where a rounding majority filter would erase it.
+    A sparse mask (threshold 0.99: isolated pixels) smoothed with k=3 therefore
+    shrinks (a lone pixel's own weight is 0.27 of the window), where v1's
+    ``.to(bool)`` (any non-zero -> True) would grow it into 3x3 squares.
     """
     params = {"threshold": 0.99, "smooth": 3, "dilate": 0, "blur": 0}
     (smoothed,) = ref.essentials_apply_clipseg(image, clip_seg, "face", **params)
     (raw,) = ref.essentials_apply_clipseg(image, clip_seg, "face", **{**params, "smooth": 0})
-    assert float((smoothed > 0.5).double().mean()) > 2 * float((raw > 0.5).double().mean())
+    raw_on, smoothed_on = float((raw > 0.5).double().mean()), float((smoothed > 0.5).double().mean())
+    assert raw_on > 0.001, "the sparse mask must not be empty for this check"
+    assert smoothed_on < 0.5 * raw_on, (raw_on, smoothed_on)
     out = run_variant(tiny_model, frames_u8, "face", "essentials", params)
     assert_soft(out.mask[:, 0], smoothed, "smoothed mask")
-
-
-@pytest.mark.parametrize("kernel_size", [1, 3, 5, 9, 33])
-def test_bool_blur_matches_torchvision(kernel_size):
-    """``ops.gaussian_blur_torchvision`` on a bool mask == torchvision's ``.to(bool)`` of the blur."""
-    from streammask import ops
-
-    gen = torch.Generator().manual_seed(kernel_size)
-    for density in (0.002, 0.05, 0.5):
-        x = torch.rand(3, 1, 61, 47, generator=gen) < density
-        expected = ref.tv_gaussian_blur(x[:, 0], kernel_size)  # (B, H, W) as the seed calls it
-        got = ops.gaussian_blur_torchvision(x, kernel_size)
-        assert got.dtype == torch.bool
-        assert torch.equal(got[:, 0], expected), (kernel_size, density)
-        floats = ops.gaussian_blur_torchvision(x.float(), kernel_size)
-        torch.testing.assert_close(floats[:, 0], ref.tv_gaussian_blur(x[:, 0].float(), kernel_size), rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -402,7 +389,8 @@ CUDA_CASES = [("mixlab", p, c) for p, c in MIXLAB_CASES] + [("essentials", p, c)
 
 
 @pytest.mark.needs_cuda
-def test_cuda_matches_cpu(tiny_model, tiny_model_dir, frames_u8):
+@pytest.mark.parametrize("variant", ["mixlab", "essentials", "masquerade"])
+def test_cuda_matches_cpu(tiny_model, tiny_model_dir, frames_u8, variant):
     """The same variants on CUDA (float32, TF32 off) agree with the CPU run.
 
     Criterion: >= 99.9 % of pixels within 2/255 for every output, >= 99.9 %
@@ -418,7 +406,7 @@ def test_cuda_matches_cpu(tiny_model, tiny_model_dir, frames_u8):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         failures = []
-        for name, prompt, params in CUDA_CASES:
+        for name, prompt, params in (c for c in CUDA_CASES if c[0] == variant):
             cpu_out = _outputs(run_variant(tiny_model, frames_u8, prompt, name, params))
             gpu_out = _outputs(run_variant(gpu, frames_u8, prompt, name, params))
             for key, value in cpu_out.items():
