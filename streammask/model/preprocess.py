@@ -96,12 +96,39 @@ def pil_resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
         raise TypeError(f"images must be a (B, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
     out_h, out_w = size
     x = images
-    # Pillow resamples horizontally first (into a uint8 image), then vertically.
-    if out_w != x.shape[3]:
-        x = _pass(x, out_w, 3)
-    if out_h != x.shape[2]:
-        x = _pass(x, out_h, 2)
+    # Pillow resamples in two passes through a uint8 image, so the order of the passes changes the result; which
+    # pass comes first depends on the Pillow version and the shapes (Pillow 13 runs the vertical pass first for
+    # many reductions, older versions always the horizontal one): asked of the installed Pillow once per shape.
+    for dim in ((2, 3) if _pillow_vertical_first(x.shape[2], x.shape[3], out_h, out_w) else (3, 2)):
+        if dim == 3 and out_w != x.shape[3]:
+            x = _pass(x, out_w, 3)
+        if dim == 2 and out_h != x.shape[2]:
+            x = _pass(x, out_h, 2)
     return x
+
+
+@lru_cache(maxsize=256)
+def _pillow_vertical_first(in_h: int, in_w: int, out_h: int, out_w: int) -> bool:
+    """Whether the installed Pillow's bilinear ``resize`` from ``in_h x in_w`` to ``out_h x out_w`` runs its
+    vertical pass first: Pillow resizes a fixed random RGB image of that shape once, on the CPU, and the result
+    is compared with both orders of :func:`_pass` (they differ by one level on ~20 % of values, so exactly one
+    matches)."""
+    if in_h == out_h or in_w == out_w:
+        return False  # one pass only
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (in_h, in_w, 3), dtype=np.uint8)
+    ref = torch.from_numpy(np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.BILINEAR)).copy())
+    x = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0)
+    horizontal_first = _pass(_pass(x, out_w, 3), out_h, 2)[0].permute(1, 2, 0)
+    if torch.equal(horizontal_first, ref):
+        return False
+    vertical_first = _pass(_pass(x, out_h, 2), out_w, 3)[0].permute(1, 2, 0)
+    if torch.equal(vertical_first, ref):
+        return True
+    raise RuntimeError(f"this Pillow's bilinear resize {in_w}x{in_h} -> {out_w}x{out_h} matches neither pass order "
+                       "of streammask's emulation: run the preprocessing on the CPU (--device cpu) and report it")
 
 
 # The ImageNet statistics the masquerade node hard-codes (it ignores the processor config).
