@@ -166,3 +166,41 @@ def test_cli_encoder_preset(synthetic_clip, tiny_model_dir, tmp_path, capsys):
     assert main(["run", str(synthetic_clip), "--prompt", "person", "--model", str(tiny_model_dir),
                  "--encoder-preset", "warp", "-o", str(tmp_path / "bad")]) != 0
     assert "encoder" in capsys.readouterr().err
+
+
+def test_vp9_matte_speed_settings_reach_libvpx(tmp_path):
+    """The WebM matte's libvpx mode and speed (fast by default: realtime, cpu-used 6, row-mt, a thread per core)."""
+    from fractions import Fraction
+
+    w = make_writer("matte", "webm", tmp_path / "m", width=32, height=24, rate=Fraction(25), time_base=Fraction(1, 25))
+    opts = dict(w.fmt.options)
+    w.abort()
+    assert opts["deadline"] == "realtime" and opts["cpu-used"] == "6" and opts["row-mt"] == "1"
+    assert 1 <= int(opts["threads"]) <= 8
+    w = make_writer("matte", "webm", tmp_path / "m2", width=32, height=24, rate=Fraction(25),
+                    time_base=Fraction(1, 25), vp9_deadline="good", vp9_cpu_used=2)
+    frames = np.zeros((3, 24, 32, 4), np.uint8)
+    frames[..., 3] = 200
+    w.write(frames, [0, 1, 2])
+    path = w.close()
+    assert dict(w.fmt.options)["deadline"] == "good" and dict(w.fmt.options)["cpu-used"] == "2"
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        cc = av.CodecContext.create("libvpx-vp9", "r")
+        alphas = [f.to_ndarray(format="rgba")[..., 3] for p in c.demux(st) for f in cc.decode(p)]
+    assert len(alphas) == 3 and all(abs(int(a.mean()) - 200) <= 2 for a in alphas)
+    for bad in ({"vp9_deadline": "fastest"}, {"vp9_cpu_used": 9}):
+        with pytest.raises(ParameterError, match="vp9"):
+            make_writer("matte", "webm", tmp_path / "m3", width=32, height=24, rate=Fraction(25),
+                        time_base=Fraction(1, 25), **bad)
+
+
+def test_vp9_speed_flags_exist(tmp_path):
+    from streammask.cli import build_parser
+    from streammask.cli.common import collect_settings
+
+    args = build_parser().parse_args(["run", "x.mp4", "--vp9-deadline", "good", "--vp9-cpu-used", "3"])
+    settings = collect_settings(args)
+    assert settings["vp9_deadline"] == "good" and settings["vp9_cpu_used"] == 3

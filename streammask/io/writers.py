@@ -26,7 +26,7 @@ from .audio import AudioCopier
 from .matte import MATTE_HAS_ALPHA, MATTE_STYLES, Background, parse_color
 
 __all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path",
-           "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS"]
+           "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS", "VP9_DEADLINES"]
 
 # outputs that carry the source's audio (when ``audio`` is on and the format is a video file)
 AUDIO_KINDS = ("heatmap", "matte")
@@ -34,10 +34,17 @@ AUDIO_KINDS = ("heatmap", "matte")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 """x264/x265 speed presets, fastest first (``encoder_preset``)."""
 
+VP9_DEADLINES = ("realtime", "good", "best")
+"""libvpx's quality/speed modes, fastest first (``vp9_deadline``)."""
+
 OUTPUT_PARAMS = ParamSet((
     Param("encoder_preset", "choice", "fast", "x264/x265 speed preset of the H.264/H.265 mask and heatmap videos: "
           "faster presets encode several times faster at the same crf for somewhat larger files (veryfast ~3x "
           "fast at 720p); ProRes, FFV1, VP9 and image sequences are not affected", choices=X264_PRESETS),
+    Param("vp9_deadline", "choice", "realtime", "libvpx mode of the VP9 (WebM) matte: realtime (fast: ~4x 'good' "
+          "at 720p for similar alpha, larger files), good, best (slowest)", choices=VP9_DEADLINES),
+    Param("vp9_cpu_used", "int", 6, "libvpx speed of the VP9 (WebM) matte: 0 (slowest, smallest) to 8 (fastest)",
+          min=0, max=8),
     Param("audio", "bool", True, "copy the source's audio streams into the heatmap and matte videos "
           "(remuxed; transcoded only where the container cannot hold the codec); --no-audio drops them"),
     Param("matte_style", "choice", "straight", "what the matte holds: straight (RGB + mask alpha), premultiplied, "
@@ -399,7 +406,9 @@ class ImageSequenceWriter(Writer):
 
 def make_writer(kind: str, fmt_name: str, path_stem: Path, *, width: int, height: int, rate: Fraction | None,
                 time_base: Fraction, channels: int | None = None, audio_source: str | os.PathLike | None = None,
-                audio_to_video_end: bool = False, preset: str | None = None) -> Writer:
+                audio_to_video_end: bool = False, preset: str | None = None,
+                vp9_deadline: str = OUTPUT_PARAMS["vp9_deadline"].default,
+                vp9_cpu_used: int = OUTPUT_PARAMS["vp9_cpu_used"].default) -> Writer:
     """Create the writer for output ``kind`` (mask/heatmap/matte) in format ``fmt_name``.
 
     Args:
@@ -410,6 +419,8 @@ def make_writer(kind: str, fmt_name: str, path_stem: Path, *, width: int, height
         audio_to_video_end: cut the audio where the video ends.
         preset: x264/x265 speed preset (one of :data:`X264_PRESETS`) replacing the
             format's own (``fast``); ignored by the other codecs.
+        vp9_deadline, vp9_cpu_used: libvpx's mode and speed for VP9 (row-based multithreading on,
+            one encoder thread per core up to 8); ignored by the other codecs.
     """
     try:
         fmt = FORMATS[kind][fmt_name]
@@ -420,6 +431,12 @@ def make_writer(kind: str, fmt_name: str, path_stem: Path, *, width: int, height
         if preset not in X264_PRESETS:
             raise ParameterError("encoder_preset", preset, "one of " + ", ".join(X264_PRESETS))
         fmt = replace(fmt, options=tuple((k, preset if k == "preset" else v) for k, v in fmt.options))
+    if fmt.codec == "libvpx-vp9":
+        deadline = OUTPUT_PARAMS["vp9_deadline"].validate(vp9_deadline)
+        cpu_used = OUTPUT_PARAMS["vp9_cpu_used"].validate(vp9_cpu_used)
+        threads = str(max(1, min(8, os.cpu_count() or 1)))
+        fmt = replace(fmt, options=fmt.options + (("deadline", deadline), ("cpu-used", str(cpu_used)),
+                                                  ("threads", threads)))
     if channels is not None:
         fmt = fmt.without_alpha(channels)
     path = path_stem.with_name(path_stem.name + fmt.suffix)

@@ -179,7 +179,8 @@ def _open_outputs(outputs: OutputSet, planned, settings: dict[str, Any], info, l
                                        max_batch_mb=settings["max_batch_mb"]),
                      # a segment has no audio: the join copies the source's audio once
                      audio_source=source if settings["audio"] and streamed_audio else None,
-                     audio_to_video_end=settings["max_frames"] is not None, preset=settings["encoder_preset"])
+                     audio_to_video_end=settings["max_frames"] is not None, preset=settings["encoder_preset"],
+                     vp9_deadline=settings["vp9_deadline"], vp9_cpu_used=settings["vp9_cpu_used"])
 
 
 class _Handover:
