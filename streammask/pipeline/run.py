@@ -28,6 +28,7 @@ from ..io.writers import FORMATS, output_look
 from ..model.batch_size import choose_batch_size
 from ..model.clipseg import load_from_settings
 from ..model.prompts import count_prompts
+from ..model.threads import ThreadTuner
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VariantOutput, check_prompt
@@ -63,6 +64,7 @@ class RunSummary:
     batch_size: int | None = None  # the batch size used (chosen automatically unless given)
     model_frames: int | None = None  # frames the model ran on, with --stride / --skip-static (None: every frame)
     wait_seconds: dict[str, float] = field(default_factory=dict)  # per stage: blocked on a neighbouring stage
+    model_threads: str | None = None  # on a CPU: the model's thread count, fixed or tuned
     header_frames: int | None = None  # the frame count the container's header announces (an estimate)
 
     @property
@@ -102,6 +104,8 @@ class RunSummary:
             lines.append(f"  model ran on {self.model_frames} of {self.frames} frames (--stride / --skip-static)")
         if self.damaged_packets:
             lines.append(f"  skipped {self.damaged_packets} damaged packet(s) in the input (--strict makes this an error)")
+        if self.model_threads:
+            lines.append(f"  {self.model_threads}")
         for key, path in self.outputs.items():
             lines.append(f"  wrote {key:<22} {path}")
         return "\n".join(lines)
@@ -243,6 +247,13 @@ class _Handover:
                     self.blocked += self.outputs.put((name, kind), (arr, pts))
 
 
+def _thread_tuner(settings: dict[str, Any], device) -> ThreadTuner | None:
+    """On a CPU the model's threads are fixed (``threads``) or tuned while the clip runs; elsewhere untouched."""
+    if torch.device(device).type != "cpu":
+        return None
+    return ThreadTuner(settings["threads"])
+
+
 def _reader(source, settings: dict[str, Any], *, frame_range: FrameRange | None, delay: int, batch_size: int,
             stats: dict[str, int], deep: bool):
     """The decoded batches: the whole clip (at most ``max_frames``), or a frame range with its warm-up."""
@@ -346,6 +357,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
     handover = _Handover(pipe, outputs, settings, look, kinds, frame_range=frame_range, timer=timer,
                          ahead=_copy_ahead(segmenter.device))
 
+    tuner = _thread_tuner(settings, segmenter.device)
     frames_done = 0
     read_stats: dict[str, int] = {}
     try:
@@ -362,12 +374,17 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
             t0 = time.perf_counter()
             timer.wait(SEGMENT_STAGE, t0 - waited_for_decode)  # nothing to do: decoding is slower
             blocked = handover.blocked
+            if tuner is not None:
+                tuner.before_batch()
             frames = batch.frames if on_device is None else on_device.get()
             deep16 = batch.frames16 if batch.frames16 is not None else [None] * len(batch)
             handover.emit(*pipe.process_stream(frames, list(zip(batch.pts, batch.frames, deep16,
                                                                 range(batch.start, batch.start + len(batch))))))
             blocked = handover.blocked - blocked  # no room for the results: an encoder is slower
-            timer.add(SEGMENT_STAGE, time.perf_counter() - t0 - blocked)
+            work = time.perf_counter() - t0 - blocked
+            timer.add(SEGMENT_STAGE, work)
+            if tuner is not None:
+                tuner.after_batch(work, frames=len(batch))
             timer.wait(SEGMENT_STAGE, blocked)
             n_written = len(batch) if frame_range is None else sum(
                 frame_range.start <= i < frame_range.end for i in range(batch.start, batch.start + len(batch)))
@@ -397,12 +414,15 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
         raise
     finally:
         bar.close()
+        if tuner is not None:
+            tuner.restore()
     summary = RunSummary(source=str(source), frames=frames_done, seconds=time.perf_counter() - t_start,
                          outputs=paths, stage_seconds=dict(timer.seconds),
                          text_encodes=getattr(segmenter, "text_encode_calls", None),
                          damaged_packets=read_stats.get("damaged_packets", 0), batch_size=batch_size,
                          model_frames=pipe.reducer.counts["model"] if pipe.reducer.enabled else None,
-                         wait_seconds=dict(timer.waits), header_frames=header_total)
+                         wait_seconds=dict(timer.waits), header_frames=header_total,
+                         model_threads=tuner.describe() if tuner is not None else None)
     if summary.ended_early:
         log.warning("%s ended after %d of the %d frames its header announces (the header is wrong, or the file "
                     "is cut short); every decodable frame was processed", source, frames_done, header_total)

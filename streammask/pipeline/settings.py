@@ -82,6 +82,9 @@ RUN_PARAMS = ParamSet((
     Param("max_batch_mb", "float", 256.0, "most MB of decoded frames per batch and per queue: batch_size and queue "
           "sizes are reduced for large frames (8K: 2 frames per batch)", min=1.0),
     *MODEL_SPEED_PARAMS,
+    Param("threads", "int", None, "CPU threads of the model; none/auto: measured while the clip runs (1, half or all "
+          "the cores, the fastest kept and measured again every minute), so a busy machine is not oversubscribed",
+          min=1, max=1024, nullable=True),
     *REDUCE_PARAMS,
 ))
 
