@@ -128,9 +128,7 @@ def run_batch(
                 except Exception as exc:
                     jobs.append(ClipResult(path=str(item.source), status="failed", out_dir=str(out / item.subdir),
                                            error=f"{type(exc).__name__}: {exc}"))
-            results = run_ray(jobs, base=base, record=record, progress=progress, **{
-                k: opts[k] for k in ("address", "actors", "gpus_per_actor", "segment_seconds", "overlap_frames",
-                                     "max_retries")})
+            results = run_ray(jobs, base=base, record=record, progress=progress, options=opts)
             return BatchReport(results=results, report_path=report_path, seconds=time.perf_counter() - t_start)
 
         bar = tqdm(total=len(plans), unit="clip", desc="batch", position=0, disable=not progress, file=sys.stderr,

@@ -30,7 +30,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import StreamMaskError
 from ..io.concat import concat_outputs
@@ -39,7 +39,7 @@ from ..model.clipseg import load_clipseg
 from ..model.options import model_speed_options
 from ..pipeline.ranges import FrameRange
 from ..pipeline.run import process_video
-from .jobs import ClipJob, ClipResult, record_done, run_kwargs
+from .jobs import BATCH_PARAMS, ClipJob, ClipResult, record_done, run_kwargs
 from .plan import ClipSpec, plan_work
 from .segments import SEGMENTS_DIR, audio_names, segment_dir, start_times
 
@@ -146,12 +146,7 @@ def run_ray(
     base: dict[str, Any],
     record: Callable[[Any], None],
     progress: bool = True,
-    address: str | None = None,
-    actors: int | None = None,
-    gpus_per_actor: float = 0.0,
-    segment_seconds: float | None = None,
-    overlap_frames: int = 8,
-    max_retries: int = 2,
+    options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Run a batch's clip jobs on Ray (called by :func:`~streammask.run_batch` with ``engine="ray"``).
 
@@ -160,6 +155,8 @@ def run_ray(
             final :class:`~streammask.batch.ClipResult` (skipped, or failed before it could run).
         base: the batch's settings (``model``, ``revision``, ``device``, ``dtype``).
         record: called with each clip's result as soon as it is final (the report row).
+        options: the batch's engine settings (:data:`~streammask.batch.jobs.BATCH_PARAMS`, validated; missing
+            keys take their defaults):
         address: the cluster (default: ``RAY_ADDRESS``, else a local Ray started here and shut
             down at the end); when Ray is already initialised it is used as it is.
         actors: number of actors (default: one per ``gpus_per_actor`` of the cluster's GPUs, else 1).
@@ -174,6 +171,9 @@ def run_ray(
     """
     from tqdm.auto import tqdm
 
+    opts = BATCH_PARAMS.validate(dict(options or {}), where="run_ray")
+    address, actors, gpus_per_actor = opts["address"], opts["actors"], opts["gpus_per_actor"]
+    segment_seconds, overlap_frames, max_retries = opts["segment_seconds"], opts["overlap_frames"], opts["max_retries"]
     ray = import_ray()
     t_start = time.perf_counter()
     todo = [j for j in jobs if isinstance(j, ClipJob)]
