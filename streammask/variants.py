@@ -73,6 +73,7 @@ class Variant(ABC):
     title: str = ""
     params: ParamSet = ParamSet(())
     preprocess: str = "pil"
+    threshold_param: str = "threshold"  # the parameter `--threshold` and the live preview's up/down keys set
 
     def prompts(self, prompt: str, p: Mapping[str, Any]) -> list[str]:
         """All prompt texts whose logits the variant needs, in order."""
@@ -206,6 +207,7 @@ class MasqueradeVariant(Variant):
     """masquerade "Mask By Text" (seed 003)."""
 
     name = "masquerade"
+    threshold_param = "precision"
     title = "masquerade Mask By Text"
     preprocess = "imagenet_float"
     params = ParamSet((

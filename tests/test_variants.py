@@ -420,3 +420,38 @@ def test_cuda_matches_cpu(tiny_model, tiny_model_dir, frames_u8, variant):
         assert not failures, "\n".join(failures)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def test_run_threshold_sets_every_selected_variants_threshold():
+    from streammask.pipeline.settings import normalize_variants, with_threshold
+
+    v = normalize_variants(with_threshold(["soft", "mixlab", "essentials", "masquerade"], 0.7))
+    assert v["soft"]["threshold"] == v["mixlab"]["threshold"] == v["essentials"]["threshold"] == 0.7
+    assert v["masquerade"]["precision"] == 0.7
+    # a variant's own value wins; None changes nothing
+    v = normalize_variants(with_threshold({"mixlab": {"threshold": 0.2}, "soft": {}}, 0.7))
+    assert v["mixlab"]["threshold"] == 0.2 and v["soft"]["threshold"] == 0.7
+    assert with_threshold(["soft"], None) == ["soft"]
+
+
+def test_threshold_flag_reaches_the_masks(tmp_path, monkeypatch):
+    """`--threshold` on the command line changes a binary soft mask like `--soft-threshold` does."""
+    import av
+
+    from conftest import write_synthetic_clip
+    from preview_driver import BrightnessOracle
+
+    import streammask.pipeline.run as run_module
+    from streammask.cli import main
+
+    clip = write_synthetic_clip(tmp_path / "c.mp4", frames=3)
+    means = {}
+    for name, flags in (("low", ["--threshold", "0.05"]), ("high", ["--threshold", "0.95"]),
+                        ("own", ["--threshold", "0.95", "--soft-threshold", "0.05"])):
+        out = tmp_path / name
+        monkeypatch.setattr(run_module, "load_from_settings", lambda settings: BrightnessOracle())
+        assert main(["run", str(clip), "--prompt", "x", "-o", str(out), "-q", "--outputs", "mask",
+                     "--mask-format", "ffv1", "--soft-binary", *flags]) == 0
+        with av.open(str(out / "c.soft.mask.mkv")) as c:
+            means[name] = np.mean([f.to_ndarray().mean() for f in c.decode(video=0)])
+    assert means["low"] > means["high"] and means["own"] == means["low"]

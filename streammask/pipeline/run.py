@@ -37,7 +37,7 @@ from .outputs import OutputSet
 from .preflight import (ensure_output_dir, fit_batch_to_memory, missing_folders, preflight_outputs, queue_slots,
                         remove_empty_folders)
 from .ranges import FrameRange, range_batches
-from .settings import RUN_PARAMS, normalize_variants
+from .settings import RUN_PARAMS, normalize_variants, with_threshold
 from .threads import StageTimer, prefetch
 from .transfer import upload_batches
 
@@ -148,7 +148,9 @@ def _progress(total: int | None, enabled: bool, desc: str):
 
 def _validate(source: str | os.PathLike, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The run settings (every :data:`RUN_PARAMS` key, defaults filled in) and the validated variants."""
-    variant_params = normalize_variants(settings.pop("variants", RUN_PARAMS["variants"].default))
+    threshold = RUN_PARAMS["threshold"].validate(settings.get("threshold"))
+    variant_params = normalize_variants(with_threshold(settings.pop("variants", RUN_PARAMS["variants"].default),
+                                                       threshold))
     for key in ("out_dir", "model", "background"):
         if settings.get(key) is not None:
             settings[key] = os.fspath(settings[key])

@@ -43,7 +43,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants", "load_pipeline"]
+__all__ = ["RUN_PARAMS", "OUTPUT_KINDS", "normalize_variants", "with_threshold", "load_pipeline"]
 
 OUTPUT_KINDS = ("mask", "heatmap", "matte")
 
@@ -81,6 +81,8 @@ RUN_PARAMS = ParamSet((
           "output name without its suffix; fields {stem}, {variant}, {kind}; must stay a plain name in out_dir"),
     Param("max_batch_mb", "float", 256.0, "most MB of decoded frames per batch and per queue: batch_size and queue "
           "sizes are reduced for large frames (8K: 2 frames per batch)", min=1.0),
+    Param("threshold", "float", None, "the threshold of every selected variant (masquerade: its precision); a "
+          "variant's own flag (--mixlab-threshold) or table key wins", min=0.0, max=1.0, nullable=True),
     *MODEL_SPEED_PARAMS,
     Param("threads", "int", None, "CPU threads of the model; none/auto: measured while the clip runs (1, half or all "
           "the cores, the fastest kept and measured again every minute), so a busy machine is not oversubscribed",
@@ -140,3 +142,19 @@ def load_pipeline(path: str | os.PathLike) -> dict[str, Any]:
     except ParameterError as exc:
         raise PipelineFileError(f"{p}: {exc}") from None
     return settings
+
+
+def with_threshold(variants: Any, threshold: float | None) -> Any:
+    """``variants`` with ``threshold`` as each one's threshold parameter (``Variant.threshold_param``), where the
+    variant's own parameters do not already set it; ``variants`` unchanged when ``threshold`` is ``None``."""
+    if threshold is None:
+        return variants
+    if isinstance(variants, str):
+        variants = [v for v in variants.split(",") if v.strip()]
+    items = variants.items() if isinstance(variants, Mapping) else [(v, {}) for v in variants]
+    out = {}
+    for name, params in items:
+        name = name.strip()
+        key = get_variant(name).threshold_param
+        out[name] = {key: threshold, **dict(params or {})}
+    return out

@@ -17,7 +17,7 @@ from ..params import Param, ParamSet
 from ..pipeline.core import MaskPipeline
 from ..pipeline.outputs import OutputSet
 from ..pipeline.preflight import DEFAULT_OUTPUT_TEMPLATE, preflight_outputs
-from ..pipeline.settings import RUN_PARAMS, normalize_variants
+from ..pipeline.settings import RUN_PARAMS, normalize_variants, with_threshold
 from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
 from .sources import CapturedFrame, LiveCapture, SourceSpec, parse_input_options, parse_source
 from .view import THRESHOLD_PARAM, LatencyStats, PreviewState, PreviewSummary, compose, matte_over
@@ -100,6 +100,7 @@ class PreviewSession:
                  outputs: Sequence[str] | str = ("mask", "heatmap", "matte"), batch_size: int = 1,
                  mask_format: str = "mp4", heatmap_format: str = "mp4", matte_format: str = "prores",
                  heatmap_alpha: float = 0.5, colormap: str = "jet", temporal: str = "none",
+                 threshold: float | None = None,
                  overwrite: bool = False, output_template: str | None = None, encoder_preset: str = "fast",
                  display: Any = None, key_source: Callable[[], Sequence[str]] | None = None,
                  on_frame: Callable[["PreviewSession"], None] | None = None,
@@ -117,7 +118,7 @@ class PreviewSession:
                         "matte": RUN_PARAMS["matte_format"].validate(matte_format)}
         self.heatmap_alpha = RUN_PARAMS["heatmap_alpha"].validate(heatmap_alpha)
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
-        self.variant_params = normalize_variants(variants)
+        self.variant_params = normalize_variants(with_threshold(variants, RUN_PARAMS["threshold"].validate(threshold)))
         self.serve_address = (parse_serve(self.settings["serve"], allow_remote=self.settings["allow_remote"])
                               if self.settings["serve"] else None)
         self.spec = parse_source(source)

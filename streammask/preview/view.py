@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ParameterError
+from ..variants import VARIANTS
 
 __all__ = ["PreviewState", "VIEW_MODES", "VIEWS", "THRESHOLD_PARAM", "READOUT_HEIGHT", "panel_boxes", "compose",
            "matte_over", "LatencyStats", "PreviewSummary"]
@@ -18,7 +19,8 @@ __all__ = ["PreviewState", "VIEW_MODES", "VIEWS", "THRESHOLD_PARAM", "READOUT_HE
 VIEW_MODES = ("all", "source", "heatmap", "matte")
 VIEWS = ("source", "heatmap", "matte")
 # the parameter the up/down keys change, per variant
-THRESHOLD_PARAM = {"soft": "threshold", "mixlab": "threshold", "essentials": "threshold", "masquerade": "precision"}
+THRESHOLD_PARAM = {name: v.threshold_param for name, v in VARIANTS.items()}
+"""Each variant's threshold parameter (what the up/down keys change)."""
 READOUT_HEIGHT = 40
 
 
