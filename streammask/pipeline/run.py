@@ -27,6 +27,7 @@ from ..io.writers import FORMATS, output_look
 from ..model.batch_size import choose_batch_size
 from ..model.clipseg import load_from_settings
 from ..model.prompts import count_prompts
+from ..refine import MatteRefiner
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VariantOutput, check_prompt
@@ -259,6 +260,7 @@ def process_video(
         A :class:`RunSummary`.
     """
     settings, variant_params = _validate(source, settings)
+    refiner = MatteRefiner.from_settings(settings)  # checks clip_black < clip_white before any work
     info = probe(source)
     kinds = settings["outputs"]
     look = output_look(settings, info, kinds)
@@ -275,6 +277,7 @@ def process_video(
         timer.add("load model", time.perf_counter() - t0)
     pipe = MaskPipeline(segmenter, prompt=settings["prompt"], variants=variant_params,
                         heatmap_alpha=settings["heatmap_alpha"], colormap=settings["colormap"],
+                        refiner=refiner, refine_mattes="matte" in kinds,
                         **{p.name: settings[p.name] for p in (*TEMPORAL_PARAMS, *REDUCE_PARAMS)})
     batch_size, decode_slots = _batch_sizes(settings, segmenter, info, variant_params)
     settings["batch_size"] = batch_size
