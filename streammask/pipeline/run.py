@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..io.video import probe, read_batches
+from ..io.matte import resolve_matte_style
 from ..io.writers import FORMATS, output_look
 from ..model.batch_size import choose_batch_size
 from ..model.clipseg import load_from_settings
@@ -116,6 +117,7 @@ def _validate(source: str | os.PathLike, settings: dict[str, Any]) -> tuple[dict
         if settings.get(key) is not None:
             settings[key] = os.fspath(settings[key])
     settings = RUN_PARAMS.validate(dict(settings, variants=tuple(variant_params)))
+    settings["matte_style"] = resolve_matte_style(settings["matte_style"], settings["matte_format"])  # auto
     check_prompt(settings["prompt"])
     return settings, variant_params
 
