@@ -8,9 +8,12 @@ transition band. :func:`choke`, :func:`feather` and :func:`clip_levels` are the 
 compositors expect, in pixels of the output.
 
 Every operator runs on its tensor's device and keeps the result there. On CUDA (or any non-CPU
-device) the work is torch (separable box means, batched); on the CPU, float32 box means and
-Gaussian blurs go through OpenCV (several times faster there than convolutions), with the same
-results to float rounding (tested against each other and against ``kornia.filters.guided_blur``).
+device) the work is torch (separable box means, batched); on the CPU, float32 box means, resizes,
+morphology and Gaussian blurs go through OpenCV (several times faster there than convolutions) and
+the full-frame arithmetic through numpy, in place on the tensor's memory: torch's multi-threaded
+element-wise kernels lose most of their time to waiting when the cores are shared (measured on a
+loaded 2-core machine: 4-8x slower than one thread, see ``benchmarks/RESULTS.md``). The results
+are the same to float rounding (tested against each other and against ``kornia.filters.guided_blur``).
 
 Functions do the work; :class:`GuidedFilter` and :class:`AlphaRefiner` are thin ``nn.Module``
 wrappers that store the arguments.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +61,11 @@ DEFAULT_SHARPEN = 2.0
 def _on_host(x: torch.Tensor) -> bool:
     """Whether ``x`` takes the OpenCV path: a float32 CPU tensor that needs no gradient."""
     return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+
+
+def _np(x: torch.Tensor):
+    """The numpy view of a CPU tensor (shared memory: in-place numpy ops change the tensor)."""
+    return x.detach().numpy()
 
 
 def _check_float(x: torch.Tensor, name: str) -> None:
@@ -156,6 +165,11 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _guide_plane(guide: torch.Tensor, i: int) -> np.ndarray:
+    """Channel ``i`` of a CPU guide as a float32 ``(B, 1, H, W)`` numpy array (uint8 converted, not scaled)."""
+    return _np(guide[:, i:i + 1]).astype(np.float32)
+
+
 def _inverse3(m: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
     """Per-pixel inverse of a symmetric 3x3 matrix given as nested lists of planes (adjugate / det)."""
     a, b, c = m[0][0], m[0][1], m[0][2]
@@ -220,18 +234,39 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     radius, subsample = int(radius), int(subsample)
     full = tuple(guide.shape[-2:])
     scale = 1.0 / 255.0 if guide.dtype == torch.uint8 else 1.0
-    if subsample > 1:
-        rows = _subsample_indices(full[0], subsample, guide.device)
-        cols = _subsample_indices(full[1], subsample, guide.device)
-        g = guide.index_select(-2, rows).index_select(-1, cols)
-        p = src.index_select(-2, rows).index_select(-1, cols)
-        r = max(int(round(radius / subsample)), 1)
+    r = max(int(round(radius / subsample)), 1) if subsample > 1 else radius
+    # the same arithmetic on numpy arrays (CPU: one thread, OpenCV box means) or on tensors
+    host = _on_host(src)
+    if host:
+        g, p = _np(guide), _np(src)
+        if subsample > 1:
+            rows = _subsample_indices(full[0], subsample, torch.device("cpu")).numpy()
+            cols = _subsample_indices(full[1], subsample, torch.device("cpu")).numpy()
+            g, p = np.ascontiguousarray(g[:, :, rows][..., cols]), np.ascontiguousarray(p[:, :, rows][..., cols])
+        g = g.astype(np.float32) * np.float32(scale) if scale != 1.0 else g.astype(np.float32)
+
+        def cat(xs):
+            return np.ascontiguousarray(np.concatenate(xs, axis=1))
+
+        def box(x):
+            return _np(box_mean(torch.from_numpy(x), r))
     else:
-        g, p, r = guide, src, radius
-    g = g.to(src.dtype) * scale if scale != 1.0 else g.to(src.dtype)
+        g, p = guide, src
+        if subsample > 1:
+            rows = _subsample_indices(full[0], subsample, guide.device)
+            cols = _subsample_indices(full[1], subsample, guide.device)
+            g = g.index_select(-2, rows).index_select(-1, cols)
+            p = p.index_select(-2, rows).index_select(-1, cols)
+        g = g.to(src.dtype) * scale if scale != 1.0 else g.to(src.dtype)
+
+        def cat(xs):
+            return torch.cat(xs, dim=1)
+
+        def box(x):
+            return box_mean(x, r)
     c = p.shape[1]
     if g.shape[1] == 1:
-        stats = box_mean(torch.cat([g, g * g, p, g * p], dim=1), r)
+        stats = box(cat([g, g * g, p, g * p]))
         mean_i, corr_i = stats[:, :1], stats[:, 1:2]
         mean_p, corr_ip = stats[:, 2:2 + c], stats[:, 2 + c:]
         var_i = corr_i - mean_i * mean_i
@@ -240,26 +275,34 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     else:
         gi = [g[:, i:i + 1] for i in range(3)]
         pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-        planes = gi + [gi[i] * gi[j] for i, j in pairs] + [p] + [gi[i] * p for i in range(3)]
-        stats = box_mean(torch.cat(planes, dim=1), r)
+        stats = box(cat(gi + [gi[i] * gi[j] for i, j in pairs] + [p] + [gi[i] * p for i in range(3)]))
         mean_i = [stats[:, i:i + 1] for i in range(3)]
         corr = {pair: stats[:, 3 + k:4 + k] for k, pair in enumerate(pairs)}
         mean_p = stats[:, 9:9 + c]
         cov_ip = [stats[:, 9 + c * (1 + i):9 + c * (2 + i)] - mean_i[i] * mean_p for i in range(3)]
 
-        def sigma(i: int, j: int) -> torch.Tensor:
+        def sigma(i: int, j: int):
             v = corr[(min(i, j), max(i, j))] - mean_i[i] * mean_i[j]
             return v + eps if i == j else v
 
         inv = _inverse3([[sigma(i, j) for j in range(3)] for i in range(3)])
         a = [inv[i][0] * cov_ip[0] + inv[i][1] * cov_ip[1] + inv[i][2] * cov_ip[2] for i in range(3)]
         b = mean_p - a[0] * mean_i[0] - a[1] * mean_i[1] - a[2] * mean_i[2]
-    # averaged coefficients, a scaled to the guide's own units, back at full resolution
-    coef = box_mean(torch.cat([*a, b], dim=1), r)
+    # averaged coefficients, a scaled to the guide's own units, back at full resolution, then q = a^T I + b
+    k = len(a) * c
+    coef = box(cat([*a, b]))
+    if host:
+        if scale != 1.0:
+            coef[:, :k] *= np.float32(scale)
+        coef = _np(_upsample(torch.from_numpy(coef), full))
+        out = coef[:, k:]
+        for i in range(len(a)):
+            out += coef[:, i * c:(i + 1) * c] * _guide_plane(guide, i)
+        return torch.from_numpy(out)
     if scale != 1.0:
-        coef[:, :len(a) * c].mul_(scale)
+        coef[:, :k].mul_(scale)
     coef = _upsample(coef, full)
-    out = coef[:, len(a) * c:]
+    out = coef[:, k:]
     for i in range(len(a)):
         out.addcmul_(coef[:, i * c:(i + 1) * c], guide[:, i:i + 1])  # a uint8 guide is promoted on the fly
     return out
@@ -285,6 +328,10 @@ def sharpen_alpha(alpha: torch.Tensor, gain: float) -> torch.Tensor:
     _check_float(alpha, "alpha")
     if not gain >= 1:
         raise ValueError(f"gain must be >= 1, got {gain}")
+    if _on_host(alpha):
+        out = np.multiply(_np(alpha), np.float32(gain))
+        out += np.float32(0.5 - 0.5 * gain)
+        return torch.from_numpy(np.clip(out, 0.0, 1.0, out=out))
     return ((alpha - 0.5) * gain + 0.5).clamp_(0.0, 1.0)
 
 
@@ -357,6 +404,9 @@ def choke(alpha: torch.Tensor, pixels: float) -> torch.Tensor:
             levels.append(_morph_step(levels[-1], grow, square=s % 2 == 1))
     if frac == 0:
         return levels[n]
+    if _on_host(alpha):
+        lo, hi = _np(levels[n]), _np(levels[n + 1])
+        return torch.from_numpy(lo + (hi - lo) * np.float32(frac))
     return torch.lerp(levels[n], levels[n + 1], frac)
 
 
@@ -415,6 +465,10 @@ def clip_levels(alpha: torch.Tensor, black: float = 0.0, white: float = 1.0) -> 
     _check_float(alpha, "alpha")
     if not (0.0 <= black < white <= 1.0):
         raise ValueError(f"need 0 <= black < white <= 1, got black={black}, white={white}")
+    if _on_host(alpha):
+        out = np.subtract(_np(alpha), np.float32(black))
+        out *= np.float32(1.0 / (white - black))
+        return torch.from_numpy(np.clip(out, 0.0, 1.0, out=out))
     return ((alpha - black) / (white - black)).clamp_(0.0, 1.0)
 
 
@@ -474,7 +528,11 @@ def refine_alpha(frames: torch.Tensor, alpha: torch.Tensor, *, radius: float = D
     r = max(1, int(round(radius * max(h, w) / model_side)))
     s = auto_subsample(r) if subsample is None else subsample
     guide = frames if frames.dtype == torch.uint8 else frames.to(alpha.dtype)
-    q = guided_filter(guide, alpha.clamp(0.0, 1.0), r, eps, subsample=s)
+    if _on_host(alpha):
+        clamped = torch.from_numpy(np.clip(_np(alpha), 0.0, 1.0))
+    else:
+        clamped = alpha.clamp(0.0, 1.0)
+    q = guided_filter(guide, clamped, r, eps, subsample=s)
     return sharpen_alpha(q, sharpen)
 
 

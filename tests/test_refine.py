@@ -255,3 +255,14 @@ class TestMatteRefiner:
         with pytest.raises(ParameterError, match=name) as exc:
             refine.MatteRefiner(**settings)
         assert isinstance(exc.value, ValueError)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_refinement_matches_the_cpu():
+    """The CUDA path (torch box means, bilinear upsampling on the device) gives the CPU's (OpenCV) result."""
+    f, a = _frames(2, 72, 128, seed=4), _rand(2, 1, 72, 128, seed=5)
+    m = refine.MatteRefiner(refine="guided", choke=1.5, feather=1.0, clip_black=0.05)
+    cpu = m(f, a)
+    gpu = m(f.cuda(), a.cuda())
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
