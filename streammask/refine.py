@@ -225,6 +225,8 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
         raise ValueError(f"guide must have 1 or 3 channels, got shape {tuple(guide.shape)}")
     if guide.shape[0] != src.shape[0] or guide.shape[-2:] != src.shape[-2:]:
         raise ValueError(f"guide {tuple(guide.shape)} and src {tuple(src.shape)} must have the same batch and size")
+    if guide.device != src.device:
+        raise ValueError(f"guide ({guide.device}) and src ({src.device}) must be on the same device")
     if isinstance(radius, bool) or int(radius) != radius or radius < 1:
         raise ValueError(f"radius must be an integer >= 1, got {radius}")
     if not eps > 0:

@@ -1,6 +1,7 @@
 """The package's structure: no import cycles, and the layers declared in pyproject.toml."""
 
 import ast
+import logging
 import os
 import sys
 from pathlib import Path
@@ -103,10 +104,21 @@ def test_layer_contracts_hold():
     importlinter_cli = pytest.importorskip("importlinter.cli", reason="import-linter is a test extra")
     root = PACKAGE.parent
     cwd = os.getcwd()
+    # lint_imports configures logging with dictConfig, which disables every existing logger ("streammask" too):
+    # later tests reading log records (caplog) would see none. Put the logging state back afterwards.
+    manager = logging.Logger.manager
+    disabled = {name: lg.disabled for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root_logger = logging.getLogger()
+    root_state = (root_logger.level, list(root_logger.handlers))
     try:
         os.chdir(root)
         status = importlinter_cli.lint_imports(config_filename=str(root / "pyproject.toml"), no_cache=True,
                                                no_logo=True)
     finally:
         os.chdir(cwd)
+        for name, lg in manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(name, False)
+        root_logger.setLevel(root_state[0])
+        root_logger.handlers[:] = root_state[1]
     assert status == 0

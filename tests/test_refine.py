@@ -120,6 +120,7 @@ class TestGuidedFilter:
         (dict(subsample=True), ValueError, "subsample"),
         (dict(guide=torch.zeros(1, 3, 8, 8, dtype=torch.int32)), TypeError, "guide"),
         (dict(src=torch.rand(8, 8)), ValueError, "src"),
+        (dict(guide=torch.rand(1, 3, 8, 8, device="meta")), ValueError, "same device"),
     ])
     def test_exceptions(self, kwargs, err, text):
         args = dict(guide=torch.rand(1, 3, 8, 8), src=torch.rand(1, 1, 8, 8), radius=2, eps=1e-3, subsample=1)
