@@ -8,10 +8,10 @@
 # Anywhere else with a CUDA GPU and streammask installed: bash benchmarks/gpu_check.sh [OUTDIR]
 #
 # Every step has its own time limit and the script goes on after a failed step, so one run returns
-# every figure it could take. Results land in OUTDIR ($OUT on the device machine, else ./gpu-out), four
+# every figure it could take. Results land in OUTDIR ($OUT on the device machine, else ./gpu-out), five
 # files (the device tool returns at most 8): summary.md (environment, each step's status, seconds and
 # output, appended as each step ends, so a run cut short still returns what it did), bench_fp16.json,
-# bench_null.json, bench_null_veryfast.json.
+# bench_null.json, bench_null_veryfast.json, matte_gpu.md.
 # A CPU dry run of the plumbing (small sizes, no CUDA needed, ~5 min on 2 cores):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_DTYPE=float32 GPU_CHECK_SMALL=1 bash benchmarks/gpu_check.sh /tmp/gpu-dry
 set -u
@@ -83,7 +83,7 @@ step bench_null 90 $PY -m streammask bench "$CLIP" --segmenter null --device "$D
 # 3. the CUDA tests (skipped on CI), with the modules that hold them
 step tests_cuda 100 $PY -m pytest -q -p no:cacheprovider -m needs_cuda -rs \
   tests/test_model.py tests/test_bench.py tests/test_temporal.py tests/test_variants.py tests/test_perf.py \
-  tests/test_transfer.py
+  tests/test_transfer.py tests/test_refine.py
 
 # 4. model options (dtype, attention, channels_last), model only; --compile is left to a second run (its
 #    compilation alone can take minutes)
@@ -97,6 +97,11 @@ step bench_null_veryfast 90 $PY -m streammask bench "$CLIP" --segmenter null --d
 # 6. the copy / compute overlap on and off (end to end, mask + heatmap)
 step overlap 90 $PY benchmarks/overlap_check.py "$CLIP" --device "$DEVICE" --dtype "$DTYPE" --batch-size "$BATCH" \
   --frames "$((E2E / 2))" --rounds 2
+
+# 7. the matte refinement on the device: ms/frame at 720p / 1080p beside the model (issue 20's GPU target:
+#    <= 15 ms per 1080p frame), on a short quality run (one seed, 4 frames a clip, no sweep)
+step matte_refine 90 $PY benchmarks/matte_quality.py --seeds 0 --length 4 --no-sweep --device "$DEVICE" \
+  --timing-rounds 3 --table "$OUTDIR/matte_gpu.md" --figure /tmp/streammask-matte.png
 
 { echo; echo "## steps"; echo; echo '```'; cat "$LOGS/steps.txt"; echo '```'; } >> "$SUMMARY"
 cat "$LOGS/steps.txt"

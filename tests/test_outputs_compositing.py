@@ -173,6 +173,7 @@ CASES = [
     ("matte", "png", None, 1, True),
     ("matte", "png16", None, 1, True),
     ("matte", "tiff16", None, 1, True),
+    ("matte", "exr", None, 1, True),
 ]
 ODD = (175, 143)
 
@@ -189,10 +190,23 @@ def _sequence(folder: Path):
 
     meta = json.loads((folder / "sequence.json").read_text())
     rows = [line.split(",") for line in (folder / "frames.csv").read_text().splitlines()[1:]]
+    if meta["pattern"].endswith(".exr"):  # half floats, read with the OpenEXR library
+        return [_read_exr(folder / r[1]) for r in rows], [int(r[2]) for r in rows], meta
     imgs = [cv2.imread(str(folder / r[1]), cv2.IMREAD_UNCHANGED) for r in rows]
     imgs = [i if i.ndim == 2 else cv2.cvtColor(i, cv2.COLOR_BGRA2RGBA if i.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
             for i in imgs]
     return imgs, [int(r[2]) for r in rows], meta
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    """An OpenEXR file's pixels as float32 ``(H, W, C)`` (R G B A, R G B) or ``(H, W)`` (Y)."""
+    import OpenEXR
+
+    with OpenEXR.File(str(path), separate_channels=True) as f:
+        ch = {name: c.pixels.astype(np.float32) for name, c in f.channels().items()}
+    if set(ch) == {"Y"}:
+        return ch["Y"]
+    return np.stack([ch[c] for c in "RGBA" if c in ch], axis=-1)
 
 
 @pytest.mark.parametrize("kind,fmt,read_fmt,tol,exact_size", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
@@ -211,7 +225,7 @@ def test_every_format_keeps_count_timing_size_and_values(odd_offset_source, tmp_
         assert pts == src_pts
         assert meta["frame_rate"] == "30000/1001" and meta["time_base"] == str(src_tb) and meta["frames"] == 8
         assert meta["bits"] == bits
-        assert all(i.dtype == (np.uint16 if bits == 16 else np.uint8) for i in imgs)
+        assert all(i.dtype == (np.float32 if spec.is_float else np.uint16 if bits == 16 else np.uint8) for i in imgs)
         values = [i if kind == "mask" else i[..., 3] for i in imgs]
     else:
         imgs, pts, tb, info = decode(path, read_fmt, codec="libvpx-vp9" if fmt == "webm" else None)
@@ -232,7 +246,7 @@ def test_every_format_keeps_count_timing_size_and_values(odd_offset_source, tmp_
     assert imgs[0].shape[:2] == want
     if tol is None:  # heatmap: jet colours over the frame, checked through the mask elsewhere
         return
-    scale = 65535 if bits == 16 else 255
+    scale = 1.0 if spec.is_float else 65535 if bits == 16 else 255
     for v, m in zip(values, ref):
         got = v[:h, :w].astype(np.float64) * (255 / scale)
         err = np.abs(got - m * 255)
@@ -240,7 +254,7 @@ def test_every_format_keeps_count_timing_size_and_values(odd_offset_source, tmp_
         assert (err <= tol).mean() >= share and err.mean() < tol, f"{kind}/{fmt}: mean error {err.mean():.2f}"
         if fmt in LOSSY:
             assert psnr(got, m * 255) >= 40
-        if fmt in ("png16", "tiff16") or (kind == "matte" and fmt == "prores"):
+        if fmt in ("png16", "tiff16", "exr") or (kind == "matte" and fmt == "prores"):
             # 16-bit formats carry more than 256 levels of the soft mask (no 8-bit banding)
             assert len(np.unique(v)) > 256 or len(np.unique(np.rint(m * 255))) < 64
 
@@ -623,7 +637,7 @@ def test_every_style_in_every_matte_format_at_an_odd_size(plate, tmp_path, style
     if spec.suffix == "":
         imgs, pts, meta = _sequence(path)
         assert (imgs[0].shape[-1] if imgs[0].ndim == 3 else 1) == channels == meta["channels"]
-        top = 65535 if spec.bits == 16 else 255
+        top = 1.0 if spec.is_float else 65535 if spec.bits == 16 else 255
         got = imgs[0].astype(np.float64) / top * 255
     else:
         read = {4: "rgba", 3: "rgb24", 1: "gray"}[channels]

@@ -29,7 +29,9 @@ __all__ = ["add_preview_parser", "run_preview_command"]
 _RUN_KEYS_NOT_IN_PREVIEW = ("out_dir", "max_frames", "queue_size", "progress", "strict", "keep_partial",
                             # not (yet) applied to a live preview or its recordings: not offered
                             "audio", "matte_style", "matte_color", "background", "max_batch_mb",
-                            "stride", "skip_static", "static_psnr", "threads", "vp9_deadline", "vp9_cpu_used")
+                            "stride", "skip_static", "static_psnr", "threads", "vp9_deadline", "vp9_cpu_used",
+                            "refine", "refine_radius", "refine_eps", "refine_sharpen", "choke", "feather",
+                            "clip_black", "clip_white")
 
 
 def add_preview_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -114,7 +114,7 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
 
 
 def concat_sequence(parts: Sequence[Path], final: Path) -> Path:
-    """Join PNG sequence folders (written by :class:`~streammask.io.writers.ImageSequenceWriter`) into
+    """Join PNG / TIFF / OpenEXR sequence folders (written by :class:`~streammask.io.writers.ImageSequenceWriter`) into
     ``final``: continuous numbering, one ``frames.csv``, one ``sequence.json``. The parts are consumed."""
     final = Path(final)
     tmp = partial_path(final)
@@ -123,6 +123,7 @@ def concat_sequence(parts: Sequence[Path], final: Path) -> Path:
     try:
         meta = json.loads((Path(parts[0]) / "sequence.json").read_text(encoding="utf-8"))
         digits = int(meta["pattern"].rsplit("%0", 1)[1].split("d", 1)[0])
+        ext = meta["pattern"].rsplit(".", 1)[1]  # png, tif, exr
         rows = ["index,file,pts,seconds"]
         n = 0
         for part in parts:
@@ -130,12 +131,12 @@ def concat_sequence(parts: Sequence[Path], final: Path) -> Path:
             lines = (part / "frames.csv").read_text(encoding="utf-8").splitlines()[1:]
             for line in lines:
                 _, name, pts, seconds = line.split(",")
-                new = f"{final.name}_{n:0{digits}d}.png"
+                new = f"{final.name}_{n:0{digits}d}.{ext}"
                 os.replace(part / name, tmp / new)
                 rows.append(f"{n},{new},{pts},{seconds}")
                 n += 1
         (tmp / "frames.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        meta.update(frames=n, pattern=f"{final.name}_%0{digits}d.png")
+        meta.update(frames=n, pattern=f"{final.name}_%0{digits}d.{ext}")
         (tmp / "sequence.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

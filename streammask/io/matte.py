@@ -10,9 +10,13 @@ style              pixels                                                    alp
 ``alpha``          the mask as gray (luma matte)                              none
 =================  =======================================================  ==========
 
+``auto`` (the default of ``matte_style``) is ``premultiplied`` for OpenEXR mattes (what EXR
+readers expect) and ``straight`` for every other format (:func:`resolve_matte_style`).
+
 Compositing is ``out = fg * a + bg * (1 - a)`` in the file's code values (no
 linearisation, as editors' "normal" blend mode on video does), rounded to the
-output's bit depth.
+output's bit depth; half-float OpenEXR mattes are composed in float
+(:func:`compose_matte_float`) and rounded once, to half.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ import numpy as np
 from ..errors import ParameterError
 from .video import frame_pts, probe, read_batches
 
-__all__ = ["MATTE_STYLES", "MATTE_HAS_ALPHA", "parse_color", "compose_matte", "MatteBatch", "Background"]
+__all__ = ["MATTE_STYLES", "MATTE_STYLE_CHOICES", "MATTE_HAS_ALPHA", "parse_color", "resolve_matte_style",
+           "compose_matte", "compose_matte_float", "MatteBatch", "Background"]
 
 MATTE_STYLES = ("straight", "premultiplied", "solid", "background", "alpha")
+MATTE_STYLE_CHOICES = ("auto", *MATTE_STYLES)
+"""The ``matte_style`` setting's values: ``auto`` and the styles."""
+PREMULTIPLIED_FORMATS = ("exr",)
+"""Matte formats whose readers expect premultiplied colour (``auto`` picks it there)."""
 # styles whose file keeps an alpha channel
 MATTE_HAS_ALPHA = {"straight": True, "premultiplied": True, "solid": False, "background": False, "alpha": False}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"}
@@ -49,6 +58,16 @@ def parse_color(text: str, *, name: str = "matte_color") -> tuple[int, int, int]
     except ValueError:
         pass
     raise ParameterError(name, text, "a colour '#rrggbb' or 'r,g,b' (0-255)")
+
+
+def resolve_matte_style(style: str, matte_format: str) -> str:
+    """The style a matte is written in: ``auto`` is ``premultiplied`` for the formats of
+    :data:`PREMULTIPLIED_FORMATS` (OpenEXR) and ``straight`` for the others; a style is itself."""
+    if style == "auto":
+        return "premultiplied" if matte_format in PREMULTIPLIED_FORMATS else "straight"
+    if style not in MATTE_STYLES:
+        raise ParameterError("matte_style", style, "one of " + ", ".join(repr(s) for s in MATTE_STYLE_CHOICES))
+    return style
 
 
 def _scale(rgb: np.ndarray, dtype) -> np.ndarray:
@@ -96,6 +115,42 @@ def compose_matte(rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
     return np.rint(fg * a + bg * (1 - a)).clip(0, top).astype(dtype)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 code values -> float32 in ``[0, 1]`` (/255, /65535)."""
+    return x.astype(np.float32) / np.float32(255 if x.dtype == np.uint8 else 65535)
+
+
+def compose_matte_float(rgb: np.ndarray, mask: np.ndarray, *, style: str = "straight",
+                        color: tuple[int, int, int] = (0, 255, 0), background: np.ndarray | None = None) -> np.ndarray:
+    """:func:`compose_matte` in float32, values in ``[0, 1]``, without rounding (float outputs: OpenEXR).
+
+    The colour is ``rgb / 255`` (``/ 65535`` for a uint16 deep frame), the alpha ``mask / 255`` or
+    ``mask / 65535``; ``premultiplied`` multiplies the colour by the alpha, ``solid`` and
+    ``background`` compose ``fg * a + bg * (1 - a)``.
+
+    Returns:
+        ``(B, H, W, C)`` float32: C = 4 (``straight``, ``premultiplied``), 3 (``solid``, ``background``)
+        or 1 (``alpha``).
+    """
+    a = _unit(mask)
+    if style == "alpha":
+        return a
+    fg = _unit(rgb)
+    if style == "straight":
+        return np.concatenate([fg, a], axis=-1)
+    if style == "premultiplied":
+        return np.concatenate([fg * a, a], axis=-1)
+    if style == "solid":
+        bg = np.asarray(color, np.float32) / np.float32(255)
+    elif style == "background":
+        if background is None:
+            raise ParameterError("background", None, "an image or video file when matte_style='background'")
+        bg = _unit(background)
+    else:
+        raise ParameterError("matte_style", style, "one of " + ", ".join(repr(s) for s in MATTE_STYLES))
+    return fg * a + bg * (1 - a)
+
+
 class MatteBatch:
     """A batch's matte, not yet composed: the writer composes it frame by frame on its own
     thread (:meth:`frames`), so the queue to the encoder holds the 8-bit frames and the mask
@@ -124,6 +179,13 @@ class MatteBatch:
     def compose(self) -> np.ndarray:
         """The whole batch, ``(B, H, W, C)``."""
         return compose_matte(self.rgb, self.mask, style=self.style, color=self.color, background=self.background)
+
+    def frames_float(self) -> Iterator[np.ndarray]:
+        """The composed frames in float32 (:func:`compose_matte_float`), ``(H, W, C)`` each."""
+        for i in range(len(self)):
+            bg = None if self.background is None else self.background[i:i + 1]
+            yield compose_matte_float(self.rgb[i:i + 1], self.mask[i:i + 1], style=self.style, color=self.color,
+                                      background=bg)[0]
 
 
 class Background:

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import OutputError, ParameterError
 from ..params import Param, ParamSet
 from .audio import AudioCopier
-from .matte import MATTE_HAS_ALPHA, MATTE_STYLES, Background, parse_color
+from .matte import MATTE_HAS_ALPHA, MATTE_STYLE_CHOICES, Background, MatteBatch, parse_color, resolve_matte_style
 
 __all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path",
            "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS", "VP9_DEADLINES"]
@@ -47,9 +47,10 @@ OUTPUT_PARAMS = ParamSet((
           min=0, max=8),
     Param("audio", "bool", True, "copy the source's audio streams into the heatmap and matte videos "
           "(remuxed; transcoded only where the container cannot hold the codec); --no-audio drops them"),
-    Param("matte_style", "choice", "straight", "what the matte holds: straight (RGB + mask alpha), premultiplied, "
+    Param("matte_style", "choice", "auto", "what the matte holds: straight (RGB + mask alpha), premultiplied, "
           "solid (foreground over --matte-color, no alpha), background (foreground over --background), "
-          "alpha (the mask as a gray luma matte)", choices=MATTE_STYLES),
+          "alpha (the mask as a gray luma matte); auto: premultiplied for exr, straight for the other formats",
+          choices=MATTE_STYLE_CHOICES),
     Param("matte_color", "str", "#00ff00", "colour behind the foreground for matte_style=solid ('#rrggbb' or 'r,g,b')"),
     Param("background", "str", None, "image or video behind the foreground for matte_style=background "
           "(resized to the frame size; a video loops)", nullable=True),
@@ -78,11 +79,18 @@ class OutputFormat:
     def has_alpha(self) -> bool:
         return self.channels == 4
 
+    @property
+    def is_float(self) -> bool:
+        """Float samples (OpenEXR): the writer takes uint8/uint16 code values or float compositions."""
+        return self.pix_fmt.endswith("f32le")
+
     def without_alpha(self, channels: int = 3) -> "OutputFormat":
         """The same format for opaque pixels: ``channels`` 3 (RGB) or 1 (gray)."""
         if channels == self.channels:
             return self
-        if self.is_yuv:
+        if self.is_float:
+            pix = "grayf32le" if channels == 1 else "gbrpf32le"
+        elif self.is_yuv:
             pix = self.pix_fmt.replace("yuva", "yuv")
         elif channels == 1:
             pix = "gray16be" if self.bits == 16 else "gray"
@@ -121,6 +129,9 @@ FORMATS: dict[str, dict[str, OutputFormat]] = {
         "tiff16": OutputFormat("tiff16", "", "tiff", "rgba64le", (), 4, "16-bit RGBA TIFF sequence", 16),
         "webm": OutputFormat("webm", ".webm", "libvpx-vp9", "yuva420p", (("crf", "20"), ("b", "0"), ("row-mt", "1")), 4,
                              "VP9 with alpha in WebM (browsers)"),
+        "exr": OutputFormat("exr", "", "exr", "gbrapf32le", (("format", "half"), ("compression", "zip16")), 4,
+                            "OpenEXR sequence, half-float RGBA (ZIP, lossless), premultiplied unless "
+                            "--matte-style straight (Nuke, Resolve/Fusion, After Effects)", 16),
     },
 }
 
@@ -318,11 +329,19 @@ class VideoWriter(Writer):
 
 
 class ImageSequenceWriter(Writer):
-    """Write numbered PNG (or TIFF) files into a folder, plus ``frames.csv`` (index, pts, seconds)
-    and ``sequence.json`` (exact rate and time base) so the timing is not lost.
+    """Write numbered PNG, TIFF or OpenEXR files into a folder, plus ``frames.csv`` (index, pts,
+    seconds) and ``sequence.json`` (exact rate and time base) so the timing is not lost.
 
     8-bit formats take uint8 frames, 16-bit ones (``png16``, ``tiff16``) uint16 (uint8 is scaled
     by 257). 1 channel is written as gray, 3 as RGB, 4 as RGBA.
+
+    OpenEXR (``exr``, FFmpeg's encoder through PyAV) holds half floats (channels ``R G B A``, ``Y``
+    for gray), ZIP-compressed (lossless): a :class:`~streammask.io.matte.MatteBatch` is composed in
+    float (:meth:`~streammask.io.matte.MatteBatch.frames_float`: colour ``code / 255`` or
+    ``/ 65535``, premultiplied by the alpha for ``premultiplied``), uint8/uint16 arrays are scaled to
+    ``[0, 1]``, and each value is rounded once, to the nearest half (numpy's ``float16``), so the file
+    holds exactly ``numpy.float16`` of the composition. Code values are written as they are (no
+    transfer function is removed: set the reader's colour space to the source's, e.g. sRGB / Rec.709).
 
     The folder is built under a hidden temporary name and renamed when complete.
     """
@@ -335,7 +354,10 @@ class ImageSequenceWriter(Writer):
         self._closed = False
         self.frames_written = 0
         self._digits = digits
-        self._ext = "tif" if fmt.codec == "tiff" else "png"
+        self._ext = {"tiff": "tif", "exr": "exr"}.get(fmt.codec, "png")
+        self._exr = None  # the OpenEXR encoder (one codec context for every frame)
+        self._alpha_mode: str | None = None
+        self._size = (width, height)
         self._rate = rate
         self._time_base = time_base
         if self._tmp.exists():
@@ -344,24 +366,62 @@ class ImageSequenceWriter(Writer):
         self._csv = open(self._tmp / "frames.csv", "w", encoding="utf-8")
         self._csv.write("index,file,pts,seconds\n")
 
+    def _encode_exr(self, img: np.ndarray) -> bytes:
+        """One frame, ``(H, W, C)`` float (or uint8/uint16 code values), as the bytes of a half-float EXR file."""
+        import av
+
+        if img.dtype != np.float32:
+            img = img.astype(np.float32) / np.float32(255 if img.dtype == np.uint8 else 65535)
+        half = img.astype(np.float16).astype(np.float32)  # what the file holds; FFmpeg's float -> half is then exact
+        pix = {1: "grayf32le", 3: "gbrpf32le", 4: "gbrapf32le"}[half.shape[-1]]
+        if self._exr is None:
+            from fractions import Fraction
+
+            cc = av.CodecContext.create("exr", "w")
+            cc.width, cc.height = self._size
+            cc.pix_fmt = pix
+            cc.time_base = Fraction(1, 1)
+            cc.thread_count = 1  # one packet per frame, no frame-thread delay
+            cc.options = dict(self.fmt.options)
+            self._exr = cc
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(half[..., 0] if half.shape[-1] == 1 else half),
+                                           format=pix)
+        packets = self._exr.encode(frame)
+        if len(packets) != 1:
+            raise OutputError(f"the OpenEXR encoder returned {len(packets)} packets for frame {self.frames_written} "
+                              f"of {self.path}")
+        return bytes(packets[0])
+
+    def _encode(self, img: np.ndarray, params: list[int]) -> bytes:
+        import cv2
+
+        img = _depth(img, self.fmt.bits)
+        if img.shape[-1] == 1:
+            out = img[..., 0]
+        elif img.shape[-1] == 4:
+            out = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+        else:
+            out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(f".{self._ext}", np.ascontiguousarray(out), params)
+        if not ok:
+            raise OutputError(f"cannot encode frame {self.frames_written} of {self.path} as {self._ext.upper()}")
+        return data.tobytes()
+
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
         import cv2
 
         params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self._ext == "png" else []
-        for img, p in zip(_frames(frames), pts):
-            img = _depth(img, self.fmt.bits)
+        exr = self._ext == "exr"
+        if exr and isinstance(frames, MatteBatch):
+            self._alpha_mode = frames.style
+            images: Iterable[np.ndarray] = frames.frames_float()  # composed in float, rounded once, to half
+        else:
+            images = _frames(frames)
+        for img, p in zip(images, pts):
             name = f"{self.path.name}_{self.frames_written:0{self._digits}d}.{self._ext}"
-            if img.shape[-1] == 1:
-                out = img[..., 0]
-            elif img.shape[-1] == 4:
-                out = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
-            else:
-                out = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-            ok, data = cv2.imencode(f".{self._ext}", np.ascontiguousarray(out), params)
-            if not ok:
-                raise OutputError(f"cannot encode frame {self.frames_written} of {self.path} as {self._ext.upper()}")
+            data = self._encode_exr(img) if exr else self._encode(img, params)
             try:  # written by Python, so a full disk is an OSError with its reason, not a libpng message
-                (self._tmp / name).write_bytes(data.tobytes())
+                (self._tmp / name).write_bytes(data)
                 self._csv.write(f"{self.frames_written},{name},{int(p)},{float(int(p) * self._time_base):.9f}\n")
             except OSError as exc:
                 raise OutputError(f"cannot write frame {self.frames_written} of {self.path}: {exc}") from exc
@@ -391,6 +451,9 @@ class ImageSequenceWriter(Writer):
             "channels": self.fmt.channels,
             "bits": self.fmt.bits,
         }
+        if self._ext == "exr":
+            meta.update(sample_format="half", compression=dict(self.fmt.options)["compression"],
+                        alpha=self._alpha_mode if self._alpha_mode in ("straight", "premultiplied") else None)
         (self._tmp / "sequence.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     def abort(self) -> None:
@@ -454,7 +517,7 @@ def output_look(settings: dict, info, kinds: Sequence[str]) -> dict:
         ``{"channels": {kind: 3 or 1} for a matte style without alpha, "bits": {kind: 8 or 16},
         "color": (r, g, b), "background": a Background or None}``.
     """
-    style = settings["matte_style"]
+    style = resolve_matte_style(settings["matte_style"], settings["matte_format"])
     channels: dict[str, int] = {}
     if "matte" in kinds and not MATTE_HAS_ALPHA[style]:
         channels["matte"] = 1 if style == "alpha" else 3

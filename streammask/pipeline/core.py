@@ -14,14 +14,20 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..refine import MatteRefiner
 from ..temporal.keyframes import DEFAULT_STATIC_PSNR, WorkReducer
 from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
 from ..variants import VariantOutput, check_prompt, get_variant
-from .render import render
+from .render import MATTE_ALPHA, render
 from .settings import RUN_PARAMS, normalize_variants
 from .transfer import PendingHost, upload
 
-__all__ = ["Segmenter", "MaskPipeline"]
+__all__ = ["Segmenter", "MaskPipeline", "REFINED_MASK_VARIANTS"]
+
+REFINED_MASK_VARIANTS = ("soft",)
+"""Variants whose mask itself (and so their mask, heatmap and matte outputs) the matte refinement
+replaces; every other variant keeps its exact mask and heatmap (the seed nodes' output), and only
+its matte's alpha is refined."""
 
 
 class Segmenter(Protocol):
@@ -48,6 +54,13 @@ class MaskPipeline:
         stride, skip_static, static_psnr: reduced work in :meth:`process_stream` (the model on key
             frames only, masks carried to the others; see :class:`~streammask.temporal.keyframes.WorkReducer`);
             :meth:`process` always runs the model on every frame.
+        refiner: the matte refinement and edge controls (:class:`~streammask.refine.MatteRefiner`), or
+            ``None``. Per frame, after each variant's post-processing: it replaces the mask of the
+            :data:`REFINED_MASK_VARIANTS` (``soft``) and gives every other variant a refined matte
+            alpha (``extra["matte_alpha"]``, which :meth:`render` writes into the matte) while their
+            own mask stays exact.
+        refine_mattes: compute the other variants' refined matte alpha (``False`` when no matte is
+            written: :func:`~streammask.process_video` skips the work).
 
     Example:
         >>> pipe = MaskPipeline(load_clipseg("path/to/clipseg"), prompt="person")  # doctest: +SKIP
@@ -57,7 +70,8 @@ class MaskPipeline:
 
     def __init__(self, segmenter: Segmenter, *, prompt: str, variants: Any = ("soft",), heatmap_alpha: float = 0.5,
                  colormap: str = "jet", temporal: str = "none", stride: int = 1, skip_static: bool = False,
-                 static_psnr: float = DEFAULT_STATIC_PSNR, **temporal_options: Any) -> None:
+                 static_psnr: float = DEFAULT_STATIC_PSNR, refiner: MatteRefiner | None = None,
+                 refine_mattes: bool = True, **temporal_options: Any) -> None:
         check_prompt(prompt)
         self.segmenter = segmenter
         self.prompt = prompt
@@ -70,6 +84,8 @@ class MaskPipeline:
         if check is not None:  # CLIP's 77-token limit: refuse now, not at the first batch
             check(self._labelled_prompts())
         self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
+        self.refiner = refiner if refiner is not None and refiner.active else None  # stateless, per frame
+        self.refine_mattes = refine_mattes
         self._smoothers: dict[tuple[str, int], Any] = {}
         self.reducer = WorkReducer(stride=stride, skip_static=skip_static, static_psnr=static_psnr,
                                    cut_threshold=self.temporal["cut_threshold"], flow_side=self.temporal["flow_side"],
@@ -156,8 +172,19 @@ class MaskPipeline:
         for name, params in self.variants.items():
             key, prompts = needs[name]
             idx = [groups[key].index(q) for q in prompts]
-            out[name] = get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params, self.state[name])
+            out[name] = self._refine(name, get_variant(name).postprocess(logits[key][:, idx], x, self.prompt, params,
+                                                                          self.state[name]), x)
         return out
+
+    def _refine(self, name: str, result: VariantOutput, x: torch.Tensor) -> VariantOutput:
+        """The matte refinement and edge controls (see ``refiner`` in the class docstring)."""
+        if self.refiner is None:
+            return result
+        if name in REFINED_MASK_VARIANTS:
+            result.mask = self.refiner(x, result.mask)
+        elif self.refine_mattes:
+            result.extra[MATTE_ALPHA] = self.refiner(x, result.mask.clamp(0, 1))
+        return result
 
     def _as_device_frames(self, frames: Any) -> torch.Tensor:
         if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] == 3 and frames.shape[-1] != 3:

@@ -17,7 +17,11 @@ from ..io.matte import MatteBatch
 from ..variants import VariantOutput
 from .transfer import HostCopy, PendingHost
 
-__all__ = ["render"]
+__all__ = ["render", "MATTE_ALPHA"]
+
+MATTE_ALPHA = "matte_alpha"
+"""Key of :attr:`VariantOutput.extra` holding the matte's alpha where it differs from the mask (a
+refined matte of a variant whose own mask stays exact); the mask is the alpha otherwise."""
 
 
 def render(frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
@@ -50,23 +54,29 @@ def render(frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
 
     Returns:
         ``{kind: (B, H, W, C) numpy}`` with C = 1 (mask), 3 (heatmap), 4 (matte; 3 or 1 for
-        the styles without alpha).
+        the styles without alpha). The matte's alpha is ``result.extra[MATTE_ALPHA]`` where
+        present (a refined matte), else the mask.
     """
     bits = bits or {}
-    clamped = result.mask.clamp(0, 1)
     fetch = HostCopy(frames.device)
-    mask_slots: dict[int, int] = {}  # depth -> index in fetch
+    mask_slots: dict[tuple[str, int], int] = {}  # (source, depth) -> index in fetch
+    sources = {"mask": result.mask, "alpha": result.extra.get(MATTE_ALPHA, result.mask)}
+    clamped: dict[str, torch.Tensor] = {}
 
-    def mask_slot(depth: int) -> int:
-        if depth not in mask_slots:
+    def mask_slot(depth: int, source: str = "mask") -> int:
+        if source == "alpha" and MATTE_ALPHA not in result.extra:
+            source = "mask"  # the same tensor: quantized and copied once
+        if (source, depth) not in mask_slots:
+            if source not in clamped:
+                clamped[source] = sources[source].clamp(0, 1)
             if depth == 16:
                 # quantized on the device; 2 bytes a pixel cross to the host as int16 offset by
                 # 32768 (int16 works on every device, uint16 has few CUDA kernels), then flip the top bit
-                q = ((clamped * 65535 + 0.5).to(torch.int32) - 32768).to(torch.int16)
+                q = ((clamped[source] * 65535 + 0.5).to(torch.int32) - 32768).to(torch.int16)
             else:
-                q = ops.to_uint8(clamped)
-            mask_slots[depth] = fetch.add(q.permute(0, 2, 3, 1))
-        return mask_slots[depth]
+                q = ops.to_uint8(clamped[source])
+            mask_slots[(source, depth)] = fetch.add(q.permute(0, 2, 3, 1))
+        return mask_slots[(source, depth)]
 
     slots: dict[str, int] = {}
     if "mask" in kinds:
@@ -78,15 +88,15 @@ def render(frames: torch.Tensor, result: VariantOutput, kinds: Sequence[str],
             heat = ops.blend(frames, colour, heatmap_alpha)
         slots["heatmap"] = fetch.add(heat.permute(0, 2, 3, 1))
     if "matte" in kinds:
-        slots["matte"] = mask_slot(bits.get("matte", 8))
+        slots["matte"] = mask_slot(bits.get("matte", 8), "alpha")
         if host_frames is None:
             slots["rgb"] = fetch.add(frames.permute(0, 2, 3, 1))
 
     def finish() -> dict[str, np.ndarray]:
         arrays = fetch.wait()
-        if 16 in mask_slots:
-            i = mask_slots[16]
-            arrays[i] = arrays[i].view(np.uint16) ^ np.uint16(0x8000)
+        for (_, depth), i in mask_slots.items():
+            if depth == 16:
+                arrays[i] = arrays[i].view(np.uint16) ^ np.uint16(0x8000)
         out = {kind: arrays[slots[kind]] for kind in ("mask", "heatmap") if kind in slots}
         if "matte" in slots:
             rgb = host_frames if host_frames is not None else arrays[slots["rgb"]]

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from ..io.video import probe, read_batches
+from ..io.matte import resolve_matte_style
 from ..io.writers import FORMATS, output_look
 from ..model.batch_size import choose_batch_size
 from ..model.clipseg import load_from_settings
 from ..model.prompts import count_prompts
 from ..model.threads import ThreadTuner
+from ..refine import MatteRefiner
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VariantOutput, check_prompt
@@ -155,6 +157,7 @@ def _validate(source: str | os.PathLike, settings: dict[str, Any]) -> tuple[dict
         if settings.get(key) is not None:
             settings[key] = os.fspath(settings[key])
     settings = RUN_PARAMS.validate(dict(settings, variants=tuple(variant_params)))
+    settings["matte_style"] = resolve_matte_style(settings["matte_style"], settings["matte_format"])  # auto
     check_prompt(settings["prompt"])
     return settings, variant_params
 
@@ -308,6 +311,7 @@ def process_video(
         A :class:`RunSummary`.
     """
     settings, variant_params = _validate(source, settings)
+    refiner = MatteRefiner.from_settings(settings)  # checks clip_black < clip_white before any work
     info = probe(source)
     kinds = settings["outputs"]
     look = output_look(settings, info, kinds)
@@ -318,7 +322,7 @@ def process_video(
     created = missing_folders(settings["out_dir"])
     try:
         ensure_output_dir(settings["out_dir"])
-        return _stream(source, settings, variant_params, info, look, planned, segmenter=segmenter,
+        return _stream(source, settings, variant_params, info, look, planned, refiner, segmenter=segmenter,
                        on_batch=on_batch, frame_range=frame_range)
     except BaseException:
         remove_empty_folders(created)  # a refused or failed run leaves no empty output folder behind
@@ -326,7 +330,7 @@ def process_video(
 
 
 def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str, Any]], info, look,
-            planned: dict[tuple[str, str], Path], *, segmenter: Segmenter | None,
+            planned: dict[tuple[str, str], Path], refiner: MatteRefiner | None, *, segmenter: Segmenter | None,
             on_batch: Callable[[int, int | None], None] | None, frame_range: FrameRange | None) -> RunSummary:
     """Load the model (unless given), size the batches, open the outputs, stream the clip through."""
     kinds = settings["outputs"]
@@ -338,6 +342,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
         timer.add("load model", time.perf_counter() - t0)
     pipe = MaskPipeline(segmenter, prompt=settings["prompt"], variants=variant_params,
                         heatmap_alpha=settings["heatmap_alpha"], colormap=settings["colormap"],
+                        refiner=refiner, refine_mattes="matte" in kinds,
                         **{p.name: settings[p.name] for p in (*TEMPORAL_PARAMS, *REDUCE_PARAMS)})
     batch_size, decode_slots = _batch_sizes(settings, segmenter, info, variant_params)
     settings["batch_size"] = batch_size

@@ -33,6 +33,7 @@ from ..io.writers import FORMATS, OUTPUT_PARAMS
 from ..model.clipseg import DEFAULT_MODEL
 from ..model.options import DTYPES, MODEL_SPEED_PARAMS
 from ..params import Param, ParamSet
+from ..refine import REFINE_PARAMS
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VARIANTS, get_variant
@@ -75,6 +76,7 @@ RUN_PARAMS = ParamSet((
     Param("keep_partial", "bool", False,
           "on an error or interruption, finalize the outputs written so far (playable) instead of deleting them"),
     *TEMPORAL_PARAMS,
+    *REFINE_PARAMS,
     *OUTPUT_PARAMS,
     Param("overwrite", "bool", False, "replace existing outputs (default: refuse to start when one exists)"),
     Param("output_template", "str", DEFAULT_OUTPUT_TEMPLATE,
