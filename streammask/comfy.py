@@ -810,7 +810,8 @@ class StreamMaskVideo:
     RETURN_NAMES = ("mask_path", "heatmap_path", "matte_path", "mask", "heatmap", "matte")
     FUNCTION = "run"
     OUTPUT_NODE = True  # it writes files: run even when nothing consumes its outputs
-    REQUIRED = ("prompt", "variant", "outputs", "out_dir")
+    # video_file is required because ComfyUI's frontend adds its upload button to required combos only
+    REQUIRED = ("video_file", "prompt", "variant", "outputs", "out_dir")
     # node id -> the files its last run wrote: IS_CHANGED re-runs the node when one is gone, where
     # ComfyUI would otherwise return its cached outputs (paths to files that no longer exist)
     _written: dict[str, tuple[str, ...]] = {}
@@ -819,9 +820,9 @@ class StreamMaskVideo:
     def INPUT_TYPES(cls) -> dict:
         params = _video_params()
         return {
-            "required": {**_handle_input(), **_widgets(params[n] for n in cls.REQUIRED)},
+            "required": {**_handle_input(), **_widgets((params[n] for n in cls.REQUIRED), video_file={"video_upload": True})},
             "optional": {"video": ("VIDEO", {"tooltip": "a video from Load Video (used before video_path and video_file)"}),
-                         **_widgets((p for p in params if p.name not in cls.REQUIRED), video_file={"video_upload": True})},
+                         **_widgets(p for p in params if p.name not in cls.REQUIRED)},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 

@@ -137,7 +137,7 @@ def run_video(clipseg, **given):
 def test_video_node_file_picker_outputs_and_preview(clipseg, comfy_base):
     shutil.copy(CARPHONE, comfy_base / "input" / "carphone.mp4")
     (comfy_base / "input" / "notes.txt").write_text("not a video")
-    choices, opts = StreamMaskVideo.INPUT_TYPES()["optional"]["video_file"]
+    choices, opts = StreamMaskVideo.INPUT_TYPES()["required"]["video_file"]
     assert choices == ["none", "carphone.mp4"] and opts["video_upload"] is True  # core Load Video's picker
     out = run_video(clipseg, video_file="carphone.mp4", out_dir="masks", max_frames=6, unique_id="7")
     mask_path, heatmap_path, matte_path, mask, heatmap, matte = out["result"]
