@@ -812,9 +812,16 @@ class StreamMaskVideo:
     OUTPUT_NODE = True  # it writes files: run even when nothing consumes its outputs
     # video_file is required because ComfyUI's frontend adds its upload button to required combos only
     REQUIRED = ("video_file", "prompt", "variant", "outputs", "out_dir")
-    # node id -> the files its last run wrote: IS_CHANGED re-runs the node when one is gone, where
-    # ComfyUI would otherwise return its cached outputs (paths to files that no longer exist)
-    _written: dict[str, tuple[str, ...]] = {}
+    # (node id, its widget values) -> the files that run wrote: IS_CHANGED re-runs the node when one is
+    # gone, where ComfyUI would otherwise return its cached outputs (paths to files that no longer exist)
+    _written: dict[tuple[str, str], tuple[str, ...]] = {}
+    _WRITTEN_KEPT = 256  # records kept (the oldest go first)
+
+    @staticmethod
+    def _record_key(unique_id: Any, inputs: Mapping[str, Any]) -> tuple[str, str]:
+        """The same key from IS_CHANGED (links are ``None`` there) and from the run (links are objects)."""
+        widgets = sorted((k, repr(v)) for k, v in inputs.items() if k not in ("clipseg", "video", "unique_id"))
+        return str(unique_id), repr(widgets)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -827,14 +834,17 @@ class StreamMaskVideo:
         }
 
     @classmethod
-    def IS_CHANGED(cls, unique_id: Any = None, video: Any = None, video_file: str = NO_FILE, video_path: str = "",
-                   **_: Any):
-        """Run again when a file the last run wrote is gone, or when the input file changed."""
-        written = cls._written.get(str(unique_id), ())
+    def IS_CHANGED(cls, unique_id: Any = None, video: Any = None, **inputs: Any):
+        """Run again when a file the last run with these inputs wrote is gone, or when the input file changed.
+
+        ComfyUI calls it with the widget values (a connected input is ``None`` here) before it looks in its cache.
+        """
+        written = cls._written.get(cls._record_key(unique_id, inputs), ())
         if any(not os.path.exists(p) for p in written):
             return float("nan")  # never equal to itself: ComfyUI runs the node
         try:
-            source, tmp = _video_source(video if isinstance(video, str) else None, video_file, video_path)
+            source, _ = _video_source(video if isinstance(video, str) else None, inputs.get("video_file", NO_FILE),
+                                      inputs.get("video_path", ""))
             st = source.stat()
         except (OSError, StreamMaskError):
             return ""
@@ -879,7 +889,11 @@ class StreamMaskVideo:
         paths = {kind: summary.outputs[f"{variant}.{kind}"] for kind in OUTPUT_KINDS
                  if f"{variant}.{kind}" in summary.outputs}
         if unique_id is not None:
-            type(self)._written[str(unique_id)] = tuple(str(path) for path in paths.values())
+            written = type(self)._written
+            written.pop(key := self._record_key(unique_id, inputs), None)
+            written[key] = tuple(str(path) for path in paths.values())
+            while len(written) > self._WRITTEN_KEPT:
+                written.pop(next(iter(written)))
         result = (*(str(paths.get(kind, "")) for kind in OUTPUT_KINDS), *_video_outputs(paths, p))
         preview = _preview(paths)
         return {"ui": {"images": preview, "animated": (True,)}, "result": result} if preview else {"result": result}

@@ -182,20 +182,25 @@ def test_video_node_takes_comfy_video(clipseg, comfy_base, tmp_path):
 
 
 def test_video_node_runs_again_when_an_output_is_gone(clipseg, comfy_base):
+    from test_comfy import comfy_kwargs
+
     shutil.copy(CARPHONE, comfy_base / "input" / "clip.mp4")
-    given = dict(video_file="clip.mp4", outputs="mask,heatmap", out_dir="o", max_frames=3)
-    before = StreamMaskVideo.IS_CHANGED(unique_id="12", **given)
-    out = run_video(clipseg, unique_id="12", **given)["result"]
-    after = StreamMaskVideo.IS_CHANGED(unique_id="12", **given)
+    # ComfyUI calls IS_CHANGED with the widget values (connected inputs are None there), then the node with all
+    kw = comfy_kwargs(StreamMaskVideo, clipseg=None, unique_id="12", video_file="clip.mp4", prompt="car",
+                      outputs="mask,heatmap", out_dir="o", max_frames=3, progress=False)
+    before = StreamMaskVideo.IS_CHANGED(**kw)
+    out = StreamMaskVideo().run(**dict(kw, clipseg=clipseg))["result"]
+    after = StreamMaskVideo.IS_CHANGED(**kw)
     assert before == after != ""  # the run itself does not invalidate ComfyUI's cache
     Path(out[1]).unlink()  # the user deletes an output: ComfyUI must run the node again, not return the cached paths
-    changed = StreamMaskVideo.IS_CHANGED(unique_id="12", **given)
+    changed = StreamMaskVideo.IS_CHANGED(**kw)
     assert isinstance(changed, float) and math.isnan(changed)
-    assert StreamMaskVideo.IS_CHANGED(unique_id="13", **given) == before  # another node's record is its own
-    run_video(clipseg, unique_id="12", **given)
-    assert StreamMaskVideo.IS_CHANGED(unique_id="12", **given) == before
+    assert StreamMaskVideo.IS_CHANGED(**dict(kw, unique_id="13")) == before  # another node's record is its own
+    assert StreamMaskVideo.IS_CHANGED(**dict(kw, max_frames=4)) == before  # and so is another setting's
+    StreamMaskVideo().run(**dict(kw, clipseg=clipseg))
+    assert StreamMaskVideo.IS_CHANGED(**kw) == before
     (comfy_base / "input" / "clip.mp4").write_bytes(CARPHONE.read_bytes()[:-10])  # the input changes
-    assert StreamMaskVideo.IS_CHANGED(unique_id="12", **given) != before
+    assert StreamMaskVideo.IS_CHANGED(**kw) != before
 
 
 def test_video_node_temporal_smoothing(clipseg, carphone, tmp_path):
