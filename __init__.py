@@ -13,6 +13,7 @@ tests import it as usual.
 
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,10 +44,19 @@ def _streammask_here():
     return module
 
 
-_streammask_here()
+def _as_node_pack() -> bool:
+    """Whether ComfyUI is importing this folder as a node pack: 0.3.64 names the module after its path; older
+    versions after the folder (``streammask`` once cloned); ``folder_paths`` is ComfyUI's. Anything else is a
+    test runner importing the checkout as a plain package (pytest imports a rootdir ``__init__.py``): then this
+    file does nothing."""
+    return "folder_paths" in sys.modules or os.sep in __name__ or "/" in __name__ or __name__ == "streammask"
 
-from streammask.comfy import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folder  # noqa: E402
 
-register_model_folder()
+if _as_node_pack():
+    _streammask_here()
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    from streammask.comfy import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, register_model_folder
+
+    register_model_folder()
+
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
