@@ -270,6 +270,74 @@ def test_example_ui_workflow_is_the_api_workflow(server, name):
     assert ui_to_api(ui, info) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
 
 
+def _chromium() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+def test_example_ui_workflows_in_the_real_frontend(server, tmp_path):
+    """Each UI-format example loaded into ComfyUI's own frontend (headless Chromium, driven over the DevTools
+    protocol on 127.0.0.1): the prompt the frontend builds from it (``app.graphToPrompt``) is the API file."""
+    import asyncio
+    import re
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs it with apt)")
+    aiohttp = pytest.importorskip("aiohttp")  # one of ComfyUI's requirements
+    proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+                             f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    async def frontend_prompts() -> dict[str, dict]:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
+            assert time.monotonic() < deadline and proc.poll() is None, "Chromium did not start"
+            line = await asyncio.to_thread(proc.stderr.readline)
+            m = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
+            port = m and int(m.group(1))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/json", timeout=aiohttp.ClientTimeout(total=30)) as r:
+                page = next(t for t in await r.json() if t["type"] == "page")
+            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                ids = iter(range(1, 10**6))
+
+                async def evaluate(expression: str):
+                    my = next(ids)
+                    await ws.send_json({"id": my, "method": "Runtime.evaluate", "params": {
+                        "expression": expression, "awaitPromise": True, "returnByValue": True}})
+                    while True:
+                        data = json.loads((await asyncio.wait_for(ws.receive(), 60)).data)
+                        if data.get("id") == my:
+                            result = data["result"]
+                            assert "exceptionDetails" not in result, json.dumps(result)[:3000]
+                            return result["result"].get("value")
+
+                await ws.send_json({"id": 0, "method": "Page.navigate", "params": {"url": server.url + "/"}})
+                deadline = time.monotonic() + 120
+                while not await evaluate("!!(window.app && window.app.graph && window.app.graphToPrompt)"):
+                    assert time.monotonic() < deadline, "ComfyUI's frontend did not load within 120 s"
+                    await asyncio.sleep(0.5)
+                prompts = {}
+                for name in EXAMPLE_NAMES:
+                    ui = (EXAMPLES / f"{name}.json").read_text()
+                    prompts[name] = json.loads(await evaluate(
+                        f"(async () => {{ await app.loadGraphData({ui}); "
+                        "return JSON.stringify((await app.graphToPrompt()).output); })()"))
+                return prompts
+
+    try:
+        prompts = asyncio.run(asyncio.wait_for(frontend_prompts(), 300))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    for name in EXAMPLE_NAMES:
+        api = json.loads((EXAMPLES / f"{name}_api.json").read_text())
+        assert {k: (v["class_type"], v["inputs"]) for k, v in prompts[name].items()} == \
+            {k: (v["class_type"], v["inputs"]) for k, v in api.items()}, name
+
+
 def _check_mixlab(server, outputs):
     for node in ("4", "5"):  # Mask (MaskPreview), Heatmap Mask (PreviewImage): one image of the input's size
         (item,) = outputs[node]["images"]
