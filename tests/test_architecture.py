@@ -1,6 +1,7 @@
 """The package's structure: no import cycles, and the layers declared in pyproject.toml."""
 
 import ast
+import logging
 import os
 import sys
 from pathlib import Path
@@ -103,10 +104,16 @@ def test_layer_contracts_hold():
     importlinter_cli = pytest.importorskip("importlinter.cli", reason="import-linter is a test extra")
     root = PACKAGE.parent
     cwd = os.getcwd()
+    # lint_imports configures logging with dictConfig, which disables every logger that exists (streammask's
+    # included): later tests that read streammask's warnings with caplog would see nothing
+    disabled = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger)}
     try:
         os.chdir(root)
         status = importlinter_cli.lint_imports(config_filename=str(root / "pyproject.toml"), no_cache=True,
                                                no_logo=True)
     finally:
         os.chdir(cwd)
+        for name, was_disabled in disabled.items():
+            logging.getLogger(name).disabled = was_disabled
     assert status == 0
