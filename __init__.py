@@ -41,6 +41,7 @@ def _streammask_here():
     except BaseException:
         del sys.modules["streammask"]
         raise
+    logging.getLogger("streammask").info("streammask nodes: the streammask package in %s", here)
     return module
 
 
