@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from streammask import MaskPipeline, ParameterError
+from streammask import MaskPipeline, ModelLoadError, ParameterError, SourceNotFoundError
 from streammask import comfy
 from streammask.comfy import (
     NODE_CLASS_MAPPINGS,
@@ -23,6 +23,7 @@ from streammask.comfy import (
     StreamMaskMaskByText,
     StreamMaskMixlab,
     StreamMaskVideo,
+    StreamMaskVideoFrames,
     parse_variant_params,
 )
 from streammask.io.video import read_batches
@@ -42,6 +43,8 @@ SEED_RETURNS = {
     StreamMaskEssentials: (("MASK",), None),
     StreamMaskMaskByText: (("IMAGE", "IMAGE"), ("thresholded_mask", "raw_mask")),
 }
+# Outputs a node adds after its seed's: the masks a seed returns typed IMAGE, typed MASK.
+EXTRA_RETURNS = {StreamMaskMixlab: (), StreamMaskEssentials: (), StreamMaskMaskByText: ("MASK", "MASK")}
 # Inputs a node adds to its seed's, each optional and defaulting to the seed's behaviour.
 EXTRA_INPUTS = {
     StreamMaskMixlab: {},
@@ -53,6 +56,9 @@ EXTRA_INPUTS = {
 def comfy_kwargs(cls, **given):
     """Keyword arguments as ComfyUI builds them: every widget at its default, links and overrides from ``given``."""
     kwargs = {}
+    for name in cls.INPUT_TYPES().get("hidden", {}):
+        if name in given:
+            kwargs[name] = given.pop(name)
     for group in ("required", "optional"):
         for name, spec in cls.INPUT_TYPES().get(group, {}).items():
             kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
@@ -75,7 +81,7 @@ def call_node(cls, **given):
 
 @pytest.fixture(scope="module")
 def clipseg(tiny_model_dir):
-    (handle,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu")
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), device="cpu")
     return handle
 
 
@@ -100,7 +106,8 @@ def test_entry_point_loads_like_comfyui():
     assert module.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     assert module.NODE_DISPLAY_NAME_MAPPINGS is NODE_DISPLAY_NAME_MAPPINGS
     assert set(NODE_CLASS_MAPPINGS) == set(NODE_DISPLAY_NAME_MAPPINGS) == {
-        "StreamMaskLoadCLIPSeg", "StreamMaskMixlab", "StreamMaskEssentials", "StreamMaskMaskByText", "StreamMaskVideo"}
+        "StreamMaskLoadCLIPSeg", "StreamMaskMixlab", "StreamMaskEssentials", "StreamMaskMaskByText",
+        "StreamMaskVideoFrames", "StreamMaskVideo"}
     assert "comfy" not in sys.modules and "folder_paths" not in sys.modules  # ComfyUI is never required
 
 
@@ -108,16 +115,18 @@ def test_entry_point_loads_like_comfyui():
 def test_node_declaration(name):
     cls = NODE_CLASS_MAPPINGS[name]
     assert cls.__name__ == name
-    assert cls.CATEGORY == "streammask"
+    # where users look for masks: the seeds use essentials/segmentation and mixlab's Mask
+    assert cls.CATEGORY == ("mask/segmentation/video" if "Video" in name else "mask/segmentation")
+    assert "StreamMask" in NODE_DISPLAY_NAME_MAPPINGS[name]
     assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
     types_ = cls.INPUT_TYPES()
-    assert set(types_) <= {"required", "optional"} and types_["required"]
+    assert set(types_) <= {"required", "optional", "hidden"} and types_["required"]
     names = [n for group in types_.values() for n in group]
     assert len(names) == len(set(names))
     # the function accepts exactly these keyword arguments
     sig = inspect.signature(getattr(cls, cls.FUNCTION))
     sig.bind(None, **{n: None for n in names})
-    for group in types_.values():
+    for group in (types_["required"], types_.get("optional", {})):
         for spec in group.values():
             if len(spec) > 1 and isinstance(spec[0], list):
                 assert spec[1]["default"] in spec[0]
@@ -144,9 +153,9 @@ def test_seed_inputs_reproduced(cls):
     extras = {n: spec[1]["default"] for n, spec in ours.get("optional", {}).items() if n not in seed.get("optional", {})}
     assert extras == EXTRA_INPUTS[cls]
     return_types, return_names = SEED_RETURNS[cls]
-    assert cls.RETURN_TYPES == return_types
+    assert cls.RETURN_TYPES == return_types + EXTRA_RETURNS[cls]
     if return_names:
-        assert cls.RETURN_NAMES == return_names
+        assert cls.RETURN_NAMES[:len(return_names)] == return_names
 
 
 def test_inputs_come_from_param_declarations():
@@ -170,12 +179,12 @@ def test_inputs_come_from_param_declarations():
 # -- loader -----------------------------------------------------------------------
 
 def test_loader_caches(tiny_model_dir, clipseg):
-    (again,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu", dtype="float32")
+    (again,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), device="cpu", dtype="float32")
     assert again is clipseg  # cpu + auto resolves to float32: the same cache entry
     assert clipseg.device.type == "cpu" and clipseg.dtype == torch.float32
-    (other,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    (other,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), device="cpu", dtype="bfloat16")
     assert other is not clipseg and other.dtype == torch.bfloat16
-    (q,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu", dtype="int8")
+    (q,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), device="cpu", dtype="int8")
     assert q is not clipseg and q.quantized == "int8" and q.dtype == torch.float32
     assert "int8" in StreamMaskLoadCLIPSeg.INPUT_TYPES()["required"]["dtype"][0]
 
@@ -186,7 +195,7 @@ def test_loader_caches(tiny_model_dir, clipseg):
 ])
 def test_loader_rejects(tiny_model_dir, kwargs, name):
     with pytest.raises(ParameterError, match=name):
-        call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), **kwargs)
+        call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), **kwargs)
 
 
 # -- image nodes --------------------------------------------------------------------
@@ -221,8 +230,11 @@ def test_essentials(clipseg, image):
 @pytest.mark.parametrize("model_size", ["352", "max_side"])
 def test_mask_by_text(clipseg, image, model_size):
     kw = dict(prompt="car|road", negative_prompt="sky", precision=0.3, model_size=model_size)
-    thresholded, raw = call_node(StreamMaskMaskByText, image=image, clipseg=clipseg, **kw)
+    thresholded, raw, thresholded_mask, raw_mask = call_node(StreamMaskMaskByText, image=image, clipseg=clipseg, **kw)
     assert thresholded.shape == raw.shape == image.shape[:3]  # (B, H, W) although typed IMAGE, as the seed
+    # the same masks typed MASK, as copies (a node working in place on one pair leaves the other alone)
+    assert torch.equal(thresholded_mask, thresholded) and torch.equal(raw_mask, raw)
+    assert thresholded_mask.data_ptr() != thresholded.data_ptr() and raw_mask.data_ptr() != raw.data_ptr()
     assert set(thresholded.unique().tolist()) <= {0.0, 1.0} and 0 <= raw.min() and raw.max() <= 1
     assert torch.equal(thresholded, (raw >= 0.3).float())
     # an image from 8-bit frames: the float path equals the video pipeline on those uint8 frames
@@ -259,8 +271,8 @@ def test_chunks_equal_one_batch(clipseg, image, monkeypatch):
 
 
 def test_mask_by_text_normalize_per_frame(clipseg, image):
-    _, raw = call_node(StreamMaskMaskByText, image=image, clipseg=clipseg, prompt="car", normalize="yes",
-                       normalize_scope="frame", model_size="352")
+    _, raw, _, _ = call_node(StreamMaskMaskByText, image=image, clipseg=clipseg, prompt="car", normalize="yes",
+                             normalize_scope="frame", model_size="352")
     assert torch.allclose(raw.amin(dim=(1, 2)), torch.zeros(len(raw))) and torch.allclose(raw.amax(dim=(1, 2)), torch.ones(len(raw)))
 
 
@@ -308,7 +320,7 @@ def test_comfy_progress_and_cancel(clipseg, image, monkeypatch):
 
 @pytest.mark.parametrize("cls, given, match", [
     (StreamMaskMixlab, dict(text="car", blur=16.0), "blur"),
-    (StreamMaskMixlab, dict(text=""), "prompt"),
+    (StreamMaskMixlab, dict(text=""), "^text=''"),  # the node's input name, not the library's "prompt"
     (StreamMaskEssentials, dict(prompt="car", dilate=40), "dilate"),
     (StreamMaskMaskByText, dict(prompt="car", normalize="maybe"), "normalize"),
     (StreamMaskMaskByText, dict(prompt="  "), "prompt"),
@@ -331,33 +343,25 @@ def count_frames(path: Path) -> tuple[int, int, int]:
 
 
 def test_video_node_writes_playable_files(clipseg, carphone, tmp_path):
-    mask, heatmap, matte = call_node(
-        StreamMaskVideo, clipseg=clipseg, video=str(carphone), prompt="car", variant="mixlab",
+    # outside ComfyUI: the paths (the VIDEO outputs need ComfyUI; tests/test_comfy_video.py stands it in)
+    out = call_node(
+        StreamMaskVideo, clipseg=clipseg, video_path=str(carphone), prompt="car", variant="mixlab",
         variant_params="blur = 1.5\nthreshold=0.2; dilation_factor = '2'", out_dir=str(tmp_path / "out"),
         max_frames=10, progress=False)
+    assert "ui" not in out  # no preview without ComfyUI's output folder
+    mask, heatmap, matte = out["result"][:3]
+    assert out["result"][3:] == (None, None, None)
     assert [Path(p).name for p in (mask, heatmap, matte)] == [
         "carphone.mixlab.mask.mp4", "carphone.mixlab.heatmap.mp4", "carphone.mixlab.matte.mov"]
     for path in (mask, heatmap, matte):
         assert count_frames(Path(path)) == (10, 176, 144)
     # only the outputs asked for; the others come back empty
     mask2, heatmap2, matte2 = call_node(
-        StreamMaskVideo, clipseg=clipseg, video=str(carphone), prompt="car", variant="masquerade",
+        StreamMaskVideo, clipseg=clipseg, video_path=str(carphone), prompt="car", variant="masquerade",
         variant_params="negative_prompt = sky", outputs="mask", out_dir=str(tmp_path / "out"), max_frames=3,
-        mask_format="ffv1", progress=False)
+        mask_format="ffv1", progress=False)["result"][:3]
     assert heatmap2 == matte2 == "" and Path(mask2).name == "carphone.masquerade.mask.mkv"
     assert count_frames(Path(mask2))[0] == 3
-
-
-def test_video_node_comfy_folders(clipseg, carphone, tmp_path, monkeypatch):
-    # inside ComfyUI, relative paths are under its input / output folders
-    fake = types.ModuleType("folder_paths")
-    fake.get_input_directory = lambda: str(carphone.parent)
-    fake.get_output_directory = lambda: str(tmp_path / "comfy-output")
-    monkeypatch.setitem(sys.modules, "folder_paths", fake)
-    assert StreamMaskVideo.IS_CHANGED(video=carphone.name) != ""
-    (mask, _, _) = call_node(StreamMaskVideo, clipseg=clipseg, video=carphone.name, prompt="car", outputs="mask",
-                             out_dir="masks", max_frames=2, progress=False)
-    assert Path(mask).parent == tmp_path / "comfy-output" / "masks"
 
 
 def test_parse_variant_params():
@@ -372,12 +376,141 @@ def test_parse_variant_params():
         parse_variant_params("blur = 99", "mixlab")
 
 
-def test_video_node_rejects(clipseg, tmp_path):
-    with pytest.raises(ParameterError, match="video"):
-        call_node(StreamMaskVideo, clipseg=clipseg, prompt="car", out_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError):
-        call_node(StreamMaskVideo, clipseg=clipseg, video=str(tmp_path / "missing.mp4"), prompt="car",
-                  out_dir=str(tmp_path))
-    with pytest.raises(ParameterError, match="outputs"):
-        call_node(StreamMaskVideo, clipseg=clipseg, video=str(CARPHONE), prompt="car", outputs="mask,alpha",
-                  out_dir=str(tmp_path))
+# -- the pack as ComfyUI-Manager installs it: the repository itself in custom_nodes/ -----------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_is_the_node_pack(tmp_path):
+    """``git clone <repo> custom_nodes/streammask``: ComfyUI imports the clone's __init__.py by its path, and the
+    nodes come from the clone's own streammask package (git pull updates them), not from an installed copy."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout of the repository")
+    clone = tmp_path / "custom_nodes" / "streammask"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{REPO}", str(clone)], check=True)
+    for name in ("__init__.py", "requirements.txt", "streammask/comfy.py"):  # the working tree's, not HEAD's
+        shutil.copy(REPO / name, clone / name)
+    runner_import = f"""
+import sys
+sys.path.insert(0, {str(clone.parent)!r})  # a test runner with the clone's parent on sys.path, the clone named streammask
+import streammask
+assert streammask.__file__ == {str(clone / "streammask" / "__init__.py")!r}, streammask.__file__
+assert hasattr(streammask, "process_video")  # the package, not the pack's __init__.py
+"""
+    comfy_load = f"""
+import importlib.util, sys
+path = {str(clone)!r}
+name = path.replace(".", "_x_")  # ComfyUI 0.3.64's load_custom_node: the module is named after its path
+spec = importlib.util.spec_from_file_location(name, path + "/__init__.py")
+module = importlib.util.module_from_spec(spec)
+sys.modules[name] = module
+spec.loader.exec_module(module)
+import streammask.comfy
+assert module.NODE_CLASS_MAPPINGS is streammask.comfy.NODE_CLASS_MAPPINGS and len(module.NODE_CLASS_MAPPINGS) == 6
+assert streammask.comfy.__file__.startswith(path + "/"), streammask.comfy.__file__
+print("ok")
+"""
+    # -I: no user site, no PYTHON* variables; this venv's editable install of the checkout is still there, and
+    # the clone's package must win over it: loaded by path first, and after a runner imported the clone by name
+    for script in (comfy_load, runner_import + comfy_load):
+        r = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_requirements_match_pyproject():
+    """requirements.txt (what the Manager installs) is pyproject's dependencies less torch (ComfyUI's own)."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    reqs = [line for line in lines if line and not line.startswith("#")]
+    assert reqs == [d for d in deps if not d.startswith("torch")]
+    comfy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+
+
+# -- models in ComfyUI/models/clipseg ----------------------------------------------------------
+
+@pytest.fixture
+def comfy_base(tmp_path, monkeypatch):
+    """A ComfyUI folder with ComfyUI's modules stood in for (tests/comfy_fakes.py)."""
+    import comfy_fakes
+
+    base = tmp_path / "ComfyUI"
+    fp = comfy_fakes.install(monkeypatch, base)
+    monkeypatch.chdir(tmp_path)  # the server's working directory is not ComfyUI's folder (Windows portable)
+    return base, fp
+
+
+def link_model(tiny_model_dir, folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(tiny_model_dir, target_is_directory=True)
+    return folder
+
+
+def test_model_folder_registered_and_listed(comfy_base, tiny_model_dir, tmp_path):
+    base, fp = comfy_base
+    extra = tmp_path / "shared-models" / "clipseg"  # an extra_model_paths.yaml "clipseg:" entry, added first
+    fp.add_model_folder_path("clipseg", str(extra))
+    link_model(tiny_model_dir, extra / "tiny-extra")
+    link_model(tiny_model_dir, base / "models" / "clipseg" / "CIDAS" / "tiny")
+    (base / "models" / "clipseg" / "empty").mkdir()  # no weights: not a model
+    assert comfy.register_model_folder() == [extra, base / "models" / "clipseg"]
+    assert comfy.register_model_folder() == [extra, base / "models" / "clipseg"]  # idempotent
+    choices, opts = StreamMaskLoadCLIPSeg.INPUT_TYPES()["required"]["model"]
+    assert choices == ["CIDAS/clipseg-rd64-refined", "tiny-extra", "CIDAS/tiny"] and opts["default"] == choices[0]
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model="CIDAS/tiny", device="cpu")
+    assert handle.name == str((base / "models" / "clipseg" / "CIDAS" / "tiny").resolve())
+
+
+def test_model_relative_paths_resolve_in_comfyui(comfy_base, tiny_model_dir, tmp_path):
+    base, _ = comfy_base
+    link_model(tiny_model_dir, base / "models" / "clipseg" / "x")
+    # relative to the clipseg folder, and to ComfyUI's folder, never to the server's working directory
+    for given in ("x", "models/clipseg/x"):
+        (handle,) = call_node(StreamMaskLoadCLIPSeg, model_path=given, device="cpu")
+        assert handle.name == str((base / "models" / "clipseg" / "x").resolve())
+    link_model(tiny_model_dir, tmp_path / "models" / "clipseg" / "y")  # only below the working directory
+    with pytest.raises(SourceNotFoundError) as err:
+        call_node(StreamMaskLoadCLIPSeg, model_path="models/clipseg/y", device="cpu")
+    message = str(err.value)
+    assert message.startswith("model_path 'models/clipseg/y' is neither a folder")
+    assert str(base / "models" / "clipseg") in message and "--" not in message and "hf download" not in message
+
+
+@pytest.mark.parametrize("given, label", [(dict(model="CIDAS/clipseg-rd64-refined"), "model"),
+                                          (dict(model_path="someone/clipseg-x"), "model_path")])
+def test_model_not_downloaded_message(comfy_base, monkeypatch, given, label):
+    base, _ = comfy_base
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(comfy, "in_cache", lambda name, revision: False)  # whatever this machine's hub cache holds
+    with pytest.raises(ModelLoadError) as err:
+        call_node(StreamMaskLoadCLIPSeg, device="cpu", **given)
+    message = str(err.value)
+    name = next(iter(given.values()))
+    target = base / "models" / "clipseg" / name.split("/")[-1]
+    assert message.startswith(f"{label} {name!r} is not downloaded yet and HF_HUB_OFFLINE is set")
+    assert f"hf download {name} --local-dir {target}" in message and "--model" not in message
+
+
+def test_model_folder_without_safetensors(comfy_base, tiny_model_dir):
+    import shutil
+
+    base, _ = comfy_base
+    folder = base / "models" / "clipseg" / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    for f in folder.glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))
+    with pytest.raises(ModelLoadError, match=r"^model_path '.*pickled' holds no \.safetensors weights"):
+        call_node(StreamMaskLoadCLIPSeg, model_path="pickled", device="cpu")
+
+
+def test_library_messages_in_node_words():
+    assert comfy._node_words("--model 'x' offers no safetensors weights: pass --revision of a commit") == \
+        "model 'x' offers no safetensors weights: pass revision of a commit"
+    assert "model_path" in comfy._node_words("run `hf download x` once, or pass --model PATH pointing at a local copy.")
+    assert comfy._node_words("--max-frames 3") == "max_frames 3"

@@ -389,12 +389,12 @@ def test_comfy_video_node_rerun_replaces_its_outputs(tmp_path, tiny_model_dir):
     from streammask.comfy import StreamMaskLoadCLIPSeg, StreamMaskVideo
     from test_comfy import call_node
 
-    (handle,) = call_node(StreamMaskLoadCLIPSeg, model=str(tiny_model_dir), device="cpu")
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_model_dir), device="cpu")
     clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=3)
     out = tmp_path / "out"
     for prompt in ("car", "person"):  # a re-run with a new prompt writes the same names
-        mask, _, _ = call_node(StreamMaskVideo, clipseg=handle, video=str(clip), prompt=prompt, variant="soft",
-                               outputs="mask", out_dir=str(out), progress=False)
+        mask, _, _ = call_node(StreamMaskVideo, clipseg=handle, video_path=str(clip), prompt=prompt, variant="soft",
+                               outputs="mask", out_dir=str(out), progress=False)["result"][:3]
         assert Path(mask) == out / "clip.soft.mask.mp4" and Path(mask).is_file()
 
 
