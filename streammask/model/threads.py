@@ -40,8 +40,11 @@ class ThreadTuner:
         candidates: the counts to try (default: 1, half the cores, all the cores).
         trials: batches measured per candidate in each round (the candidates take turns, so a change of
             load during the round hits each alike).
-        warmup: batches run first with all the cores and not measured (the first batch also encodes the
+        warmup: batches run first with one thread and not measured (the first batch also encodes the
             prompts and warms caches up).
+        drop: after each pass over the candidates, a candidate slower than ``drop`` times the fastest is
+            not measured again in this round (a count that oversubscribes a busy machine costs one batch,
+            not ``trials``).
         revisit: seconds between two rounds of measurements.
         set_threads: how a count is applied (``torch.set_num_threads``; tests pass a recorder).
         clock: the time source of ``revisit``.
@@ -56,7 +59,7 @@ class ThreadTuner:
     """
 
     def __init__(self, threads: int | None = None, *, candidates: Sequence[int] | None = None, trials: int = 3,
-                 warmup: int = 1, revisit: float = 60.0, set_threads: Callable[[int], None] = torch.set_num_threads,
+                 warmup: int = 1, drop: float = 1.3, revisit: float = 60.0, set_threads: Callable[[int], None] = torch.set_num_threads,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._set = set_threads
         self._clock = clock
@@ -68,6 +71,7 @@ class ThreadTuner:
         self.trials = max(1, int(trials))
         self.revisit = float(revisit)
         self._warmup = max(0, int(warmup))
+        self.drop = float(drop)
         self.threads: int | None = None  # the count in force
         self.chosen: int | None = int(threads) if self.fixed else None  # the best measured so far
         self.history: list[tuple[int, float]] = []  # (threads, seconds per frame) of every measured batch
@@ -88,7 +92,7 @@ class ThreadTuner:
         if self.fixed:
             return self.threads
         if self._warmup:
-            self._apply(max(self.candidates))
+            self._apply(min(self.candidates))
             return self.threads
         if not self._plan and self._clock() >= self._next_round:
             self._plan = [c for _ in range(self.trials) for c in self.candidates]
@@ -108,6 +112,13 @@ class ThreadTuner:
         if self.fixed or not self._plan:
             return
         self._round.setdefault(self._plan.pop(0), []).append(per_frame)
+        counts = {len(v) for v in self._round.values()}
+        if self._plan and len(self._round) == len(self.candidates) and len(counts) == 1:
+            # a pass over the candidates is complete: stop measuring the clearly slower ones
+            medians = {n: statistics.median(v) for n, v in self._round.items()}
+            best = min(medians.values())
+            slow = {n for n, m in medians.items() if m > self.drop * best}
+            self._plan = [n for n in self._plan if n not in slow]
         if not self._plan:  # the round is complete: keep the fastest
             medians = {n: statistics.median(v) for n, v in self._round.items()}
             self.chosen = min(medians, key=lambda n: (medians[n], n))
