@@ -253,12 +253,20 @@ def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int =
     _calibrate_sam3(model, config, image_size, tok)
     model.save_pretrained(path, safe_serialization=True)
     CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=32).save_pretrained(path)
-    # what Sam3ImageProcessor.save_pretrained writes (it needs torchvision to be built; the file is plain JSON)
-    processor = {"image_processor_type": "Sam3ImageProcessor", "processor_class": "Sam3VideoProcessor",
-                 "size": {"height": image_size, "width": image_size}, "mask_size": {"height": 4 * grid, "width": 4 * grid},
-                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255,
-                 "resample": 2, "do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True}
-    (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2), encoding="utf-8")
+    # what Sam3VideoProcessor(Sam3ImageProcessor, Sam2VideoVideoProcessor, tokenizer).save_pretrained writes in
+    # transformers 5 (building them needs torchvision; the file is plain JSON): Sam3VideoProcessor.from_pretrained
+    # loads it (tests/test_sam3_references.py)
+    size = {"height": image_size, "width": image_size}
+    common = {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True, "resample": 2,
+              "rescale_factor": 1 / 255, "size": size}
+    processor = {
+        "image_processor": {**common, "image_processor_type": "Sam3ImageProcessor", "image_mean": [0.5, 0.5, 0.5],
+                            "image_std": [0.5, 0.5, 0.5], "mask_size": {"height": 4 * grid, "width": 4 * grid}},
+        "processor_class": "Sam3VideoProcessor", "target_size": image_size,
+        "video_processor": {**common, "video_processor_type": "Sam2VideoVideoProcessor", "return_metadata": False,
+                            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
+    }
+    (path / "processor_config.json").write_text(json.dumps(processor, indent=2), encoding="utf-8")
     return path
 
 

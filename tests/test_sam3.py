@@ -95,7 +95,7 @@ class TestLoading:
     def test_missing_processor_config(self, tmp_path, tiny_sam3_dir):
         copy = tmp_path / "noproc"
         shutil.copytree(tiny_sam3_dir, copy)
-        (copy / "preprocessor_config.json").unlink()
+        (copy / "processor_config.json").unlink()
         with pytest.raises(ModelLoadError, match="image processor config"):
             load_sam3(copy, device="cpu")
 
@@ -106,10 +106,17 @@ class TestLoading:
         with pytest.raises(ModelLoadError, match="transformers 5.25"):
             load_sam3(tiny_sam3_dir, device="cpu")
 
-    def test_processor_config_is_read(self, tiny_sam3):
+    def test_processor_config_is_read(self, tiny_sam3, tiny_sam3_dir, tmp_path):
         image = tiny_sam3.image
         assert (image.height, image.width, image.mean, image.std) == (112, 112, (0.5,) * 3, (0.5,) * 3)
         assert image.rescale == pytest.approx(1 / 255)
+        # the older layout: the image processor alone in preprocessor_config.json
+        copy = tmp_path / "older"
+        shutil.copytree(tiny_sam3_dir, copy)
+        nested = json.loads((copy / "processor_config.json").read_text())
+        (copy / "processor_config.json").unlink()
+        (copy / "preprocessor_config.json").write_text(json.dumps({**nested["image_processor"], "image_mean": [0.4] * 3}))
+        assert load_sam3(copy, device="cpu").image.mean == (0.4,) * 3
 
     def test_long_prompts_are_refused_not_truncated(self, tiny_sam3):
         stream = tiny_sam3.open_stream()

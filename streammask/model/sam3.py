@@ -197,8 +197,9 @@ def sam3_preprocess(frames: torch.Tensor, config: Sam3ImageConfig, *, device: to
         else:
             x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
             x = x.round_().clamp_(0, 255)
-    mean = torch.tensor(config.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) / config.rescale
-    std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1) / config.rescale
+    # the processor's fused form, rounding included: float32 mean and std times the float 1 / rescale
+    mean = torch.tensor(config.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * (1.0 / config.rescale)
+    std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * (1.0 / config.rescale)
     return ((x.float() - mean) / std).to(dtype)
 
 
