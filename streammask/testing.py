@@ -185,7 +185,8 @@ class NullSegmenter:
 
 
 def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int = 224, hidden_size: int = 32,
-                           max_num_objects: int = 8, num_queries: int = 16, **config_overrides) -> Path:
+                           max_num_objects: int = 8, num_queries: int = 16, full_size: bool = False,
+                           **config_overrides) -> Path:
     """Build a random-weight SAM 3 video model with tiny widths and save it (safetensors, tokenizer, processor config).
 
     The architecture is transformers' ``Sam3VideoModel`` (detector: ViT + DETR + mask decoder; tracker:
@@ -199,6 +200,10 @@ def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int =
     tracked object stays). Which objects it finds is noise: tests check the machinery (ids, memory,
     outputs), not what is segmented.
 
+    With ``full_size`` the architecture is transformers' ``Sam3VideoConfig()`` defaults, ``facebook/sam3``'s
+    (~860 M parameters, 1008x1008 input, 288x288 mask logits, 200 queries), random and not calibrated (for speed
+    and memory measurements: ``benchmarks/sam3_bench.py``); the width arguments are then ignored.
+
     Args:
         path: directory to write (created).
         seed: torch seed for the random weights.
@@ -211,11 +216,17 @@ def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int =
     Returns:
         The directory, loadable with ``streammask.model.sam3.load_sam3(path)`` or ``--model PATH``.
     """
-    from transformers import CLIPTokenizer, Sam3VideoConfig, Sam3VideoModel
+    from transformers import Sam3VideoConfig, Sam3VideoModel
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = _write_tokenizer(path)
+    if full_size:
+        config = Sam3VideoConfig(**config_overrides)
+        torch.manual_seed(seed)
+        Sam3VideoModel(config).eval().save_pretrained(path, safe_serialization=True)
+        _save_sam3_processing(path, config.image_size, config.low_res_mask_size)
+        return path
     h, patch = hidden_size, 14
     grid = image_size // patch
     vit = dict(model_type="sam3_vit_model", hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2,
@@ -252,6 +263,14 @@ def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int =
     model = Sam3VideoModel(config).eval()
     _calibrate_sam3(model, config, image_size, tok)
     model.save_pretrained(path, safe_serialization=True)
+    _save_sam3_processing(path, image_size, 4 * grid)
+    return path
+
+
+def _save_sam3_processing(path: Path, image_size: int, mask_size: int) -> None:
+    """The tokenizer (padded to 32 positions) and the processor config of a SAM 3 model directory."""
+    from transformers import CLIPTokenizer
+
     CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=32).save_pretrained(path)
     # what Sam3VideoProcessor(Sam3ImageProcessor, Sam2VideoVideoProcessor, tokenizer).save_pretrained writes in
     # transformers 5 (building them needs torchvision; the file is plain JSON): Sam3VideoProcessor.from_pretrained
@@ -261,13 +280,12 @@ def save_random_sam3_video(path: str | Path, *, seed: int = 0, image_size: int =
               "rescale_factor": 1 / 255, "size": size}
     processor = {
         "image_processor": {**common, "image_processor_type": "Sam3ImageProcessor", "image_mean": [0.5, 0.5, 0.5],
-                            "image_std": [0.5, 0.5, 0.5], "mask_size": {"height": 4 * grid, "width": 4 * grid}},
+                            "image_std": [0.5, 0.5, 0.5], "mask_size": {"height": mask_size, "width": mask_size}},
         "processor_class": "Sam3VideoProcessor", "target_size": image_size,
         "video_processor": {**common, "video_processor_type": "Sam2VideoVideoProcessor", "return_metadata": False,
                             "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
     }
     (path / "processor_config.json").write_text(json.dumps(processor, indent=2), encoding="utf-8")
-    return path
 
 
 def _calibrate_sam3(model, config, image_size: int, tok: dict[str, int]) -> None:

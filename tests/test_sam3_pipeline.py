@@ -119,6 +119,18 @@ def test_ray_engine_refuses_sam3_segments_before_starting(tiny_sam3_dir):
         run_ray([], base={"model": str(tiny_sam3_dir), "revision": None}, record=lambda r: None, segment_seconds=1.0)
 
 
+def test_ray_actor_loads_sam3_and_runs_whole_clips(tmp_path, tiny_sam3_dir, synthetic_clip):
+    """The Ray engine's actor class (called directly here: Ray itself is not needed to run it) loads SAM 3 by the
+    model's config, with the batch's SAM 3 options, and processes a whole clip."""
+    from streammask.batch.ray import MaskWorker
+    from streammask.model.sam3 import Sam3Segmenter
+
+    worker = MaskWorker(str(tiny_sam3_dir), None, "cpu", "auto", {"sam3_max_objects": 2, "sam3_forget_after": 50})
+    assert isinstance(worker.segmenter, Sam3Segmenter) and worker.segmenter.max_objects == 2
+    done = worker.run(str(synthetic_clip), str(tmp_path / "ray"), {"prompt": "person", "outputs": ("mask",)})
+    assert done["frames"] == 12 and list(done["outputs"]) == ["soft.mask"]
+
+
 def test_local_batch_with_sam3(tmp_path, tiny_sam3, synthetic_clip):
     from streammask import run_batch
 
