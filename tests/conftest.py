@@ -46,6 +46,43 @@ def tiny_model(tiny_model_dir):
     return load_clipseg(tiny_model_dir, device="cpu")
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads. The tiny SAM 3 is hundreds of small ops per frame: on the shared
+    2-core machine, two threads spend most of their time waiting for each other (measured: 87 s vs 5 s for the
+    same test), one thread does not."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """The test runs with one torch thread (see :func:`torch_threads`)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sam3_dir(tmp_path_factory) -> Path:
+    """A random-weight SAM 3 video model (tiny widths, 112x112 input, 32x32 mask logits) + tokenizer on disk."""
+    from streammask.testing import save_random_sam3_video
+
+    with torch_threads(1):
+        return save_random_sam3_video(tmp_path_factory.mktemp("sam3") / "tiny", image_size=112)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam3(tiny_sam3_dir):
+    """The tiny SAM 3 loaded through the same code path as ``--model PATH`` (at most 4 objects at once)."""
+    from streammask.model.sam3 import load_sam3
+
+    return load_sam3(tiny_sam3_dir, device="cpu", sam3_max_objects=4)
+
+
 @pytest.fixture
 def carphone(tmp_path) -> Path:
     dst = tmp_path / "carphone.mp4"

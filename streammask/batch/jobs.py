@@ -54,7 +54,8 @@ REPORT_NAME = "streammask-report.jsonl"
 DONE_NAME = ".streammask-done.json"
 
 # run settings a manifest row may not change: the model is loaded once per batch
-_FIXED_KEYS = ("model", "revision", "device", "dtype", "progress", "attn_implementation", "channels_last", "compile")
+_FIXED_KEYS = ("model", "revision", "device", "dtype", "progress", "attn_implementation", "channels_last", "compile",
+               "sam3_max_objects", "sam3_forget_after")
 # run settings that do not change the outputs' content (left out of the settings hash)
 _UNHASHED_KEYS = ("out_dir", "progress", "queue_size", "overwrite")
 

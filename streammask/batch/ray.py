@@ -35,13 +35,14 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import StreamMaskError
 from ..io.concat import concat_outputs
 from ..io.video import frame_pts, probe
-from ..model.clipseg import load_clipseg
+from ..model.clipseg import load_from_settings
+from ..model.sam3 import is_sam3_model, sam3_options
 from ..model.options import model_speed_options
 from ..pipeline.ranges import FrameRange
 from ..pipeline.run import process_video
 from .jobs import BATCH_PARAMS, ClipJob, ClipResult, record_done, run_kwargs
 from .plan import ClipSpec, plan_work
-from .segments import SEGMENTS_DIR, audio_names, segment_dir, start_times
+from .segments import SEGMENTS_DIR, audio_names, check_segments_for_tracker, segment_dir, start_times
 
 __all__ = ["MaskWorker", "run_ray", "import_ray", "is_retryable"]
 
@@ -69,12 +70,14 @@ class MaskWorker:
         model, revision, device, dtype: see :func:`~streammask.load_clipseg`; ``device="auto"``
             picks the GPU Ray assigned to the actor, if any.
         speed: the batch's model speed options (``attn_implementation``, ``channels_last``,
-            ``compile``), passed on to :func:`~streammask.load_clipseg`.
+            ``compile``) and SAM 3's options (``sam3_max_objects``, ``sam3_forget_after``), passed on to
+            :func:`~streammask.model.load_from_settings` (CLIPSeg or SAM 3, by the model's config).
     """
 
     def __init__(self, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
                  speed: dict[str, Any] | None = None) -> None:
-        self.segmenter = load_clipseg(model, revision=revision, device=device, dtype=dtype, **(speed or {}))
+        self.segmenter = load_from_settings(dict(speed or {}, model=model, revision=revision, device=device,
+                                                 dtype=dtype))
         self.tasks_done = 0
 
     def run(self, source: str, out_dir: str, kwargs: dict[str, Any], frame_range: tuple[int, int, int] | None = None,
@@ -174,6 +177,9 @@ def run_ray(
     opts = BATCH_PARAMS.validate(dict(options or {}), where="run_ray")
     address, actors, gpus_per_actor = opts["address"], opts["actors"], opts["gpus_per_actor"]
     segment_seconds, overlap_frames, max_retries = opts["segment_seconds"], opts["overlap_frames"], opts["max_retries"]
+    if segment_seconds is not None and is_sam3_model(base.get("model"), base.get("revision")):
+        # parallel segments would each start a new tracker: the ids would not carry over
+        check_segments_for_tracker({**base, "segment_seconds": segment_seconds}, {"temporal": "none"}, handover=False)
     ray = import_ray()
     t_start = time.perf_counter()
     todo = [j for j in jobs if isinstance(j, ClipJob)]
@@ -218,7 +224,8 @@ def run_ray(
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(MaskWorker)
 
         def new_actor():
-            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"], model_speed_options(base))
+            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"],
+                                    {**model_speed_options(base), **sam3_options(base)})
 
         pool = [new_actor() for _ in range(actors)]
 

@@ -43,7 +43,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ParameterError
 from ..io.video import probe
+from ..model.sam3 import is_sam3_model
 from ..io.writers import AUDIO_KINDS
 from ..pipeline.preflight import DEFAULT_OUTPUT_TEMPLATE, preflight_outputs
 from ..pipeline.run import RunSummary, process_video
@@ -53,7 +55,8 @@ from ..io.concat import concat_outputs
 from ..io.video import frame_pts
 from ..pipeline.ranges import FrameRange
 
-__all__ = ["segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names", "start_times", "check_joined_outputs"]
+__all__ = ["segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names", "start_times", "check_joined_outputs",
+           "check_segments_for_tracker"]
 
 SEGMENTS_DIR = ".segments"
 
@@ -70,10 +73,20 @@ def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
             if key.rsplit(".", 1)[-1] in AUDIO_KINDS and Path(p).suffix != ""]
 
 
+def _stateful_model(settings: dict | None) -> bool:
+    """Whether the model itself carries state from frame to frame (SAM 3's tracker: memory and object ids)."""
+    if not settings:
+        return False
+    segmenter = settings.get("segmenter")
+    if segmenter is not None:
+        return bool(getattr(segmenter, "stateful", False))
+    return is_sam3_model(settings.get("model"), settings.get("revision"))
+
+
 def _stateful(temporal: str, variants: Any, settings: dict | None = None) -> bool:
     """Whether a stream carries state from frame to frame (a smoother, masquerade's running normalisation,
-    ``--stride`` / ``--skip-static``: the key frame the following frames get their masks from)."""
-    if temporal != "none":
+    ``--stride`` / ``--skip-static``: the key frame the following frames get their masks from, SAM 3's tracker)."""
+    if temporal != "none" or _stateful_model(settings):
         return True
     if settings and (int(settings.get("stride") or 1) > 1 or settings.get("skip_static")):
         return True
@@ -90,6 +103,32 @@ def start_times(source: str | os.PathLike, index: Sequence[int], starts: Sequenc
 def segment_dir(clip_dir: Path, stem: str, number: int) -> Path:
     """Where segment ``number`` of a clip writes its outputs (hidden, inside the clip's folder)."""
     return Path(clip_dir) / SEGMENTS_DIR / f"{stem}.{number:04d}"
+
+
+def check_segments_for_tracker(settings: dict[str, Any], temporal: dict[str, Any], *, handover: bool) -> None:
+    """Refuse splitting a clip into segments where a tracking model (SAM 3) could not keep its ids.
+
+    The tracker's state (memory, object ids) is handed from each segment to the next, which needs the segments
+    to run one after another (``handover``) and a causal smoother (a look-ahead smoother restarts each segment
+    from warm-up frames, which the tracker would see twice). Per-object tracks (``instances='separate'``) are
+    opened as ids appear and are not joined across segments.
+
+    Raises:
+        ParameterError: naming the setting and why.
+    """
+    if not handover:
+        raise ParameterError("segment_seconds", settings.get("segment_seconds", "set"),
+                             "none with SAM 3 when segments run in parallel (the Ray engine): each segment would "
+                             "start a new tracker, so object ids would not carry over; run the clip whole, or "
+                             "with the local engine (segments one after another, the tracker handed over)")
+    if not smoother_for(temporal).causal:
+        raise ParameterError("temporal", temporal["temporal"], "a causal method (or window_align='trailing') with "
+                             "SAM 3 and segments: a look-ahead window re-reads warm-up frames, which the tracker "
+                             "would see twice")
+    if settings.get("instances", "union") == "separate":
+        raise ParameterError("instances", "separate", "'union' when clips are split into segments: per-object "
+                             "tracks are opened as ids appear and are not joined across segments (run the clip "
+                             "whole for separate instances)")
 
 
 # -- sequential processing with state hand-over -----------------------------------------------------------------------
@@ -138,6 +177,8 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
     stem = Path(source).stem
     temporal = TEMPORAL_PARAMS.validate({k: v for k, v in process_kwargs.items() if k in TEMPORAL_PARAMS})
     causal = smoother_for(temporal).causal
+    if _stateful_model(process_kwargs):  # SAM 3: its tracker's memory and ids go from segment to segment
+        check_segments_for_tracker(process_kwargs, temporal, handover=handover)
     handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
     check_joined_outputs(source, out, process_kwargs)  # like `run`: before any work
     index = frame_pts(source)

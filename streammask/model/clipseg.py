@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 from ..errors import ModelLoadError, ParameterError, SourceNotFoundError
 from .hub import from_pretrained, hub_reachable, in_cache, offline_message
-from .options import ATTN_IMPLEMENTATIONS, DTYPES, TORCH_DTYPES, dtype_choices_text, model_speed_options
+from .options import ATTN_IMPLEMENTATIONS, DTYPES, model_speed_options, resolve_device, resolve_dtype
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, image_config, pil_resize_bilinear, pil_resize_cpu
 from .prompts import check_prompt_tokens, prompt_token_limit
+from .sam3 import is_sam3_model, load_sam3, sam3_options
 
 __all__ = ["DEFAULT_MODEL", "ClipSeg", "load_clipseg", "load_from_settings", "resolve_device", "resolve_dtype", "Preprocess",
            "ATTN_IMPLEMENTATIONS", "DTYPES"]
@@ -30,42 +31,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
 Preprocess = Literal["pil", "imagenet_float"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; validates ``cuda:N``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ParameterError("device", device, "'cpu' or 'auto' (no CUDA device is available on this machine)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ParameterError("device", device, f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto`` -> float16 on CUDA, float32 on CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype == "int8":  # weights and activations between the quantized layers stay float32
-        if device.type != "cpu":
-            raise ParameterError("dtype", dtype, "'auto', 'float16', 'bfloat16' or 'float32' on CUDA "
-                                 "(int8 dynamic quantization runs on the CPU only)")
-        return torch.float32
-    if dtype not in TORCH_DTYPES:
-        raise ParameterError("dtype", dtype, dtype_choices_text)
-    return TORCH_DTYPES[dtype]
 
 
 def load_clipseg(
@@ -178,9 +143,14 @@ def load_clipseg(
     return seg
 
 
-def load_from_settings(settings: Mapping[str, Any]) -> "ClipSeg":
+def load_from_settings(settings: Mapping[str, Any]):
     """:func:`load_clipseg` with the model keys of a settings mapping (``model``, ``revision``, ``device``,
-    ``dtype`` and :data:`~streammask.model.options.MODEL_SPEED_PARAMS`; defaults where missing or ``None``)."""
+    ``dtype`` and :data:`~streammask.model.options.MODEL_SPEED_PARAMS`; defaults where missing or ``None``),
+    or :func:`~streammask.model.sam3.load_sam3` when the model is a SAM 3 video model (its ``config.json``;
+    then :data:`~streammask.model.sam3.SAM3_PARAMS` apply too)."""
+    if is_sam3_model(settings.get("model"), settings.get("revision")):
+        return load_sam3(settings["model"], revision=settings.get("revision"), device=settings.get("device") or "auto",
+                         dtype=settings.get("dtype") or "auto", **model_speed_options(settings), **sam3_options(settings))
     return load_clipseg(settings.get("model") or DEFAULT_MODEL, revision=settings.get("revision"),
                         device=settings.get("device") or "auto", dtype=settings.get("dtype") or "auto",
                         **model_speed_options(settings))

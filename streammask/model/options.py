@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 
+from ..errors import ParameterError
 from ..params import Param, ParamSet
 
 __all__ = ["DTYPES", "TORCH_DTYPES", "ATTN_IMPLEMENTATIONS", "MODEL_SPEED_PARAMS", "model_speed_options",
-           "dtype_choices_text"]
+           "dtype_choices_text", "resolve_device", "resolve_dtype"]
 
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 """``attn_implementation`` choices: ``auto`` is transformers' default (SDPA where the model supports it)."""
@@ -39,3 +40,39 @@ MODEL_SPEED_PARAMS = ParamSet((
 def model_speed_options(settings: dict[str, Any]) -> dict[str, Any]:
     """The :data:`MODEL_SPEED_PARAMS` keys of a validated settings mapping (defaults where missing)."""
     return {p.name: settings.get(p.name, p.default) for p in MODEL_SPEED_PARAMS}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; validates ``cuda:N``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ParameterError("device", device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError("device", device, "'cpu' or 'auto' (no CUDA device is available on this machine)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError("device", device, f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` -> float16 on CUDA, float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype == "int8":  # weights and activations between the quantized layers stay float32
+        if device.type != "cpu":
+            raise ParameterError("dtype", dtype, "'auto', 'float16', 'bfloat16' or 'float32' on CUDA "
+                                 "(int8 dynamic quantization runs on the CPU only)")
+        return torch.float32
+    if dtype not in TORCH_DTYPES:
+        raise ParameterError("dtype", dtype, dtype_choices_text)
+    return TORCH_DTYPES[dtype]

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..errors import ParameterError
 from ..refine import MatteRefiner
 from ..temporal.keyframes import DEFAULT_STATIC_PSNR, WorkReducer
 from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
@@ -31,7 +32,14 @@ its matte's alpha is refined."""
 
 
 class Segmenter(Protocol):
-    """Anything that turns frames into logits: :class:`~streammask.model.ClipSeg`, or a test oracle."""
+    """Anything that turns frames into logits: :class:`~streammask.model.ClipSeg`, or a test oracle.
+
+    A *stateful* segmenter (SAM 3: :class:`~streammask.model.sam3.Sam3Segmenter`, whose output for a frame
+    depends on the frames before it) also has ``open_stream()``, returning a per-video object with this same
+    ``segment`` interface plus ``state_dict()`` / ``load_state_dict()``; :class:`MaskPipeline` opens one per
+    stream and hands its state over with the temporal smoothers'. A segmenter may restrict the variants it
+    serves (``supported_variants``, with the reason in ``variants_note``).
+    """
 
     device: torch.device
     size: int
@@ -80,9 +88,15 @@ class MaskPipeline:
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
         self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_options, temporal=temporal)))
         smoother_for(self.temporal)  # validate now, not at the first batch
+        supported = getattr(segmenter, "supported_variants", None)
+        for name in self.variants if supported is not None else ():
+            if name not in supported:
+                raise ParameterError("variants", name, " or ".join(repr(v) for v in supported) + " with "
+                                     f"{type(segmenter).__name__}: {getattr(segmenter, 'variants_note', '')}")
         check = getattr(segmenter, "check_prompts", None)
         if check is not None:  # CLIP's 77-token limit: refuse now, not at the first batch
             check(self._labelled_prompts())
+        self.stream = self._open_stream()  # a stateful segmenter's per-video state (SAM 3's tracker), else None
         self.state: dict[str, dict] = {name: {} for name in self.variants}  # per-stream variant state
         self.refiner = refiner if refiner is not None and refiner.active else None  # stateless, per frame
         self.refine_mattes = refine_mattes
@@ -100,11 +114,22 @@ class MaskPipeline:
                 pairs.setdefault(q, "prompt" if q in main else f"{name}.negative_prompt")
         return [(label, q) for q, label in pairs.items()]
 
+    def _open_stream(self):
+        open_stream = getattr(self.segmenter, "open_stream", None)
+        return open_stream() if open_stream is not None else None
+
+    @property
+    def model(self) -> Segmenter:
+        """What the frames go through: the stream of a stateful segmenter, else the segmenter itself."""
+        return self.stream if self.stream is not None else self.segmenter
+
     def reset(self) -> None:
-        """Forget per-stream state: variant statistics and temporal smoothing (call between videos)."""
+        """Forget per-stream state: variant statistics, temporal smoothing and a stateful segmenter's
+        tracking (call between videos)."""
         self.state = {name: {} for name in self.variants}
         self._smoothers = {}
         self.reducer.reset()
+        self.stream = self._open_stream()
 
     def stream_state(self) -> dict[str, Any]:
         """The per-stream state (variant statistics, temporal smoothers, the ``--stride`` /
@@ -112,7 +137,8 @@ class MaskPipeline:
         :meth:`load_stream_state` of a pipeline with the same settings to continue the stream."""
         return {"variants": copy.deepcopy(self.state),
                 "smoothers": {key: sm.state_dict() for key, sm in self._smoothers.items()},
-                "reducer": self.reducer.state_dict() if self.reducer.enabled else None}
+                "reducer": self.reducer.state_dict() if self.reducer.enabled else None,
+                "segmenter": self.stream.state_dict() if self.stream is not None else None}
 
     def load_stream_state(self, state: Mapping[str, Any]) -> None:
         """Continue a stream from :meth:`stream_state`."""
@@ -125,6 +151,10 @@ class MaskPipeline:
         self.reducer.reset()
         if state.get("reducer") is not None:  # --stride / --skip-static: the key frame and the stride phase
             self.reducer.load_state_dict(state["reducer"])
+        if self.stream is not None:  # a stateful segmenter: the tracker's memory and ids
+            self.stream = self._open_stream()
+            if state.get("segmenter") is not None:
+                self.stream.load_state_dict(state["segmenter"])
 
     def continue_stream(self, previous: "MaskPipeline") -> bool:
         """Take over ``previous``'s per-stream state (temporal history, variant statistics), shared,
@@ -133,6 +163,8 @@ class MaskPipeline:
         if previous.prompt != self.prompt or previous.temporal != self.temporal:
             return False
         self._smoothers = previous._smoothers
+        if previous.stream is not None and previous.segmenter is self.segmenter:
+            self.stream = previous.stream  # SAM 3: the tracker goes on with the same ids
         self.state = {name: previous.state.get(name, {}) for name in self.variants}
         return True
 
@@ -164,7 +196,7 @@ class MaskPipeline:
 
     def _logits(self, x: torch.Tensor):
         groups, needs = self._plan(tuple(x.shape[-2:]))
-        logits = {key: self.segmenter.segment(x, prompts, preprocess=key[0], size=key[1]) for key, prompts in groups.items()}
+        logits = {key: self.model.segment(x, prompts, preprocess=key[0], size=key[1]) for key, prompts in groups.items()}
         return logits, groups, needs
 
     def _variants(self, logits, groups, needs, x: torch.Tensor) -> dict[str, VariantOutput]:

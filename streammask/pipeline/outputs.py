@@ -70,6 +70,17 @@ class OutputSet:
             sink.close()
         return {f"{n}.{k}": w.close() for (n, k), w in self.writers.items()}
 
+    def close_key(self, key: Hashable) -> Path:
+        """Finish one writer before the others (its encoder thread drains, the file is flushed and renamed)
+        and forget it; returns its final path. (SAM 3's per-object tracks end when the object is retired.)"""
+        sink, writer = self.sinks.pop(key), self.writers.pop(key)
+        try:
+            sink.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close()
+
     def abort(self) -> None:
         """Stop the encoder threads and remove every partial file."""
         for sink in self.sinks.values():

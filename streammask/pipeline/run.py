@@ -34,7 +34,9 @@ from ..refine import MatteRefiner
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VariantOutput, check_prompt
+from ..errors import ParameterError
 from .core import MaskPipeline, Segmenter
+from .instances import TRACK_KINDS, InstanceOutputs, check_instances, preflight_instances
 from .outputs import OutputSet
 from .preflight import (ensure_output_dir, fit_batch_to_memory, missing_folders, preflight_outputs, queue_slots,
                         remove_empty_folders)
@@ -166,7 +168,9 @@ def _batch_sizes(settings: dict[str, Any], segmenter: Segmenter, info, variant_p
     """The batch size (given, or automatic for the device, then fitted to ``max_batch_mb``) and
     the decode queue's slots."""
     chosen = choose_batch_size(
-        settings["batch_size"], device=segmenter.device, frame_hw=(info.height, info.width),
+        settings["batch_size"] if settings["batch_size"] is not None else getattr(segmenter, "preferred_batch_size",
+                                                                                  None),
+        device=segmenter.device, frame_hw=(info.height, info.width),
         dtype=getattr(segmenter, "dtype", torch.float32), model_side=getattr(segmenter, "size", 352),
         prompts=count_prompts(settings["prompt"]), variants=len(variant_params))
     # large frames: fewer per batch and per queue, so memory stays within max_batch_mb
@@ -202,9 +206,11 @@ class _Handover:
     """
 
     def __init__(self, pipe: MaskPipeline, outputs: OutputSet, settings: dict[str, Any], look: dict[str, Any],
-                 kinds: Sequence[str], *, frame_range: FrameRange | None, timer: StageTimer, ahead: int) -> None:
+                 kinds: Sequence[str], *, frame_range: FrameRange | None, timer: StageTimer, ahead: int,
+                 instances: InstanceOutputs | None = None) -> None:
         self.pipe, self.outputs, self.settings, self.look, self.kinds = pipe, outputs, settings, look, kinds
         self.frame_range, self.timer, self.ahead = frame_range, timer, ahead
+        self.instances = instances  # instances="separate": per-object tracks instead of the union
         self.in_flight: deque = deque()
         self.blocked = 0.0  # seconds handing batches over waited for full encoder queues
 
@@ -219,6 +225,9 @@ class _Handover:
             if not keep:
                 return
             payload = [payload[i] for i in keep]
+        if self.instances is not None:  # frame ranges are refused with separate instances: keep is None here
+            self.blocked += self.instances.emit(x, payload)
+            return
         pts = [item[0] for item in payload]
         host = _stack_rows([item[1] for item in payload]) if "matte" in self.kinds else None
         host16 = np.stack([item[2] for item in payload]) if payload[0][2] is not None else None
@@ -312,11 +321,20 @@ def process_video(
     """
     settings, variant_params = _validate(source, settings)
     refiner = MatteRefiner.from_settings(settings)  # checks clip_black < clip_white before any work
+    separate = settings["instances"] == "separate"
+    if separate:
+        check_instances(settings, segmenter)  # before the model loads: CLIPSeg has no instances
+        if frame_range is not None:
+            raise ParameterError("instances", "separate", "'union' when processing a frame range (a segment of a "
+                                 "split clip): each object's track starts at the clip's first frame")
     info = probe(source)
     kinds = settings["outputs"]
     look = output_look(settings, info, kinds)
     # before any work: names stay in out_dir, nothing replaces the input or (without overwrite) an existing file
-    planned = preflight_outputs(source, settings["out_dir"], variants=variant_params, kinds=kinds,
+    if separate:  # the per-object tracks are named as ids appear; the heatmap is one overlay per variant
+        preflight_instances(source, settings, list(variant_params))
+    planned = preflight_outputs(source, settings["out_dir"], variants=variant_params,
+                                kinds=[k for k in kinds if k not in TRACK_KINDS] if separate else kinds,
                                 formats={k: settings[f"{k}_format"] for k in ("mask", "heatmap", "matte")},
                                 template=settings["output_template"], overwrite=settings["overwrite"])
     created = missing_folders(settings["out_dir"])
@@ -344,6 +362,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
                         heatmap_alpha=settings["heatmap_alpha"], colormap=settings["colormap"],
                         refiner=refiner, refine_mattes="matte" in kinds,
                         **{p.name: settings[p.name] for p in (*TEMPORAL_PARAMS, *REDUCE_PARAMS)})
+    check_instances(settings, segmenter)
     batch_size, decode_slots = _batch_sizes(settings, segmenter, info, variant_params)
     settings["batch_size"] = batch_size
     max_frames = settings["max_frames"]
@@ -361,6 +380,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
         if frame_range.state:
             pipe.load_stream_state(frame_range.state)
     bar = _progress(total, settings["progress"], f"{stem} [{','.join(variant_params)}]")
+    instances = None
     handover = _Handover(pipe, outputs, settings, look, kinds, frame_range=frame_range, timer=timer,
                          ahead=_copy_ahead(segmenter.device))
 
@@ -370,6 +390,9 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
     try:
         _open_outputs(outputs, planned, settings, info, look, source=source, batch_size=batch_size,
                       streamed_audio=frame_range is None)
+        if settings["instances"] == "separate":
+            instances = handover.instances = InstanceOutputs(pipe, outputs, settings, info, look, source=source,
+                                                             batch_size=batch_size)
         deep = "matte" in kinds and look["bits"].get("matte") == 16 and settings["matte_style"] != "alpha"
         reader = _reader(source, settings, frame_range=frame_range, delay=pipe.delay, batch_size=batch_size,
                          stats=read_stats, deep=deep)
@@ -408,6 +431,10 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
             bar.total = frames_done
             bar.refresh()
         paths = outputs.close()
+        if instances is not None:
+            paths.update(instances.close())
+            if settings["overwrite"]:
+                instances.remove_stale(list(paths.values()))
     except BaseException:
         stop.set()
         if settings["keep_partial"]:
@@ -416,8 +443,15 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
             except Exception:
                 handover.discard()
             outputs.finalize_partial()
+            if instances is not None:
+                try:
+                    instances.close()
+                except Exception:
+                    instances.abort()
         else:
             outputs.abort()
+            if instances is not None:
+                instances.abort()
         raise
     finally:
         bar.close()

@@ -32,11 +32,13 @@ from ..errors import ParameterError, PipelineFileError, SourceNotFoundError
 from ..io.writers import FORMATS, OUTPUT_PARAMS
 from ..model.clipseg import DEFAULT_MODEL
 from ..model.options import DTYPES, MODEL_SPEED_PARAMS
+from ..model.sam3 import SAM3_PARAMS
 from ..params import Param, ParamSet
 from ..refine import REFINE_PARAMS
 from ..temporal.keyframes import REDUCE_PARAMS
 from ..temporal.smoothers import TEMPORAL_PARAMS
 from ..variants import VARIANTS, get_variant
+from .instances import INSTANCE_MODES
 from .preflight import DEFAULT_OUTPUT_TEMPLATE
 
 if sys.version_info >= (3, 11):
@@ -55,7 +57,8 @@ RUN_PARAMS = ParamSet((
     Param("variants", "list", ("soft",), "post-processing variants to run in one pass", choices=tuple(VARIANTS),
           cli_aliases=("--variant",)),
     Param("outputs", "list", OUTPUT_KINDS, "outputs to write per variant", choices=OUTPUT_KINDS),
-    Param("model", "str", DEFAULT_MODEL, "Hugging Face model id or local directory of CLIPSeg weights (safetensors)"),
+    Param("model", "str", DEFAULT_MODEL, "Hugging Face model id or local directory of CLIPSeg or SAM 3 weights "
+          "(safetensors; SAM 3: facebook/sam3, chosen by the model's config)"),
     Param("revision", "str", None, "model revision (branch, tag or commit) to pin", nullable=True),
     Param("device", "str", "auto", "auto | cpu | cuda | cuda:N"),
     Param("dtype", "choice", "auto", "model precision (auto: float16 on CUDA, float32 on CPU; int8: CPU only, "
@@ -90,6 +93,10 @@ RUN_PARAMS = ParamSet((
           "the cores, the fastest kept and measured again every minute), so a busy machine is not oversubscribed",
           min=1, max=1024, nullable=True),
     *REDUCE_PARAMS,
+    Param("instances", "choice", "union", "SAM 3's instances: union (one mask per variant: every prompt's instances "
+          "together) or separate (a mask / matte track per tracked object id, a colour-per-id heatmap overlay, and "
+          "a JSON sidecar of ids, scores and boxes per frame)", choices=INSTANCE_MODES),
+    *SAM3_PARAMS,
 ))
 
 
