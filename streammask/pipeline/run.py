@@ -314,7 +314,9 @@ def process_video(
             :func:`~streammask.model.batch_size.choose_batch_size`), ``temporal`` and its
             parameters (``ema_alpha``, ``window``, ``flow_strength``, ...), the model speed
             options (``attn_implementation``, ``channels_last``, ``compile``), the reduced-work
-            options (``stride``, ``skip_static``, ``static_psnr``) and the output formats.
+            options (``stride``, ``skip_static``, ``static_psnr``), the output formats, and SAM 3's
+            ``instances`` (``union`` / ``separate``: per-object tracks and a JSON sidecar, see
+            :mod:`streammask.pipeline.instances`), ``sam3_max_objects`` and ``sam3_forget_after``.
 
     Returns:
         A :class:`RunSummary`.
