@@ -225,6 +225,20 @@ def test_separate_tracks_start_at_the_first_frame_and_end_at_retirement(tmp_path
     assert 28 <= x0 <= 32 and 52 <= x1 <= 56 and 4 <= y0 <= 8 and 22 <= y1 <= 26
 
 
+def test_a_failed_separate_run_leaves_nothing_that_looks_finished(tmp_path, synthetic_clip):
+    """id 1's track is finished (renamed) when the object is retired after frame 7; a run that fails later removes
+    it with the rest."""
+    def cancel(done, total):
+        if done >= 12:
+            raise RuntimeError("cancelled")
+
+    out = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="cancelled"):
+        process_video(synthetic_clip, segmenter=ScriptedSam3(), prompt="person", out_dir=out, instances="separate",
+                      outputs=("mask",), batch_size=4, on_batch=cancel, **FAST)
+    assert not out.exists()
+
+
 def test_separate_with_the_tiny_model(tmp_path, tiny_sam3, synthetic_clip):
     """Real tracking (random weights): every id in the sidecar has a full-length track, empty exactly where the
     sidecar does not list it."""
