@@ -81,14 +81,29 @@ def test_seed_variants_are_refused_with_the_reason(tmp_path, tiny_sam3, syntheti
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_run_loads_sam3_from_the_model_directory(tmp_path, tiny_sam3_dir, synthetic_clip, capsys):
-    code = main(["run", str(synthetic_clip), "--model", str(tiny_sam3_dir), "--prompt", "person", "--device", "cpu",
-                 "--instances", "separate", "--sam3-max-objects", "3", "--max-frames", "6", "-o",
-                 str(tmp_path / "cli"), "--no-progress"])
+@pytest.mark.parametrize("instances", ["union", "separate"])
+def test_cli_streams_the_real_clip_with_every_output_kind(tmp_path, tiny_sam3_dir, carphone, capsys, instances):
+    """`streammask run carphone.mp4 --model TINY_SAM3 --prompt person --instances ...`: every output kind, each with
+    the clip's frames and source timestamps; separate: a mask and a matte track per id of the sidecar."""
+    n = 8
+    out = tmp_path / "cli"
+    code = main(["run", str(carphone), "--model", str(tiny_sam3_dir), "--prompt", "person|car", "--device", "cpu",
+                 "--instances", instances, "--sam3-max-objects", "3", "--max-frames", str(n), "-o", str(out),
+                 "--no-progress"])
     assert code == 0, capsys.readouterr().err
-    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
-    assert "synthetic.sam3.instances.json" in names and "synthetic.soft.heatmap.mp4" in names
-    assert any(n.startswith("synthetic.soft.id") and n.endswith(".mask.mp4") for n in names), names
+    src = _source_pts(carphone, n)
+    names = sorted(p.name for p in out.iterdir())
+    if instances == "union":
+        assert names == ["carphone.soft.heatmap.mp4", "carphone.soft.mask.mp4", "carphone.soft.matte.mov"]
+    else:
+        side = json.loads((out / "carphone.sam3.instances.json").read_text())
+        ids = sorted(int(i) for i in side["ids"])
+        assert ids and len(side["frames"]) == n
+        assert names == sorted(["carphone.sam3.instances.json", "carphone.soft.heatmap.mp4"]
+                               + [f"carphone.soft.id{i}.{k}" for i in ids for k in ("mask.mp4", "matte.mov")])
+    for name in names:
+        if name.endswith((".mp4", ".mov")):
+            assert _decode(out / name, "rgb24")[0] == src, name
 
 
 # -- segments, batches, the preview ---------------------------------------------------------------------------------
@@ -227,6 +242,20 @@ def test_separate_tracks_start_at_the_first_frame_and_end_at_retirement(tmp_path
     # the box: id 2's square, logits 8 in rows 2-7 and columns 8-13 of 16, at the 64x48 frame size
     x0, y0, x1, y1 = side["frames"][6]["objects"][0]["box"]
     assert 28 <= x0 <= 32 and 52 <= x1 <= 56 and 4 <= y0 <= 8 and 22 <= y1 <= 26
+
+
+def test_a_failed_separate_run_leaves_nothing_that_looks_finished(tmp_path, synthetic_clip):
+    """id 1's track is finished (renamed) when the object is retired after frame 7; a run that fails later removes
+    it with the rest."""
+    def cancel(done, total):
+        if done >= 12:
+            raise RuntimeError("cancelled")
+
+    out = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="cancelled"):
+        process_video(synthetic_clip, segmenter=ScriptedSam3(), prompt="person", out_dir=out, instances="separate",
+                      outputs=("mask",), batch_size=4, on_batch=cancel, **FAST)
+    assert not out.exists()
 
 
 def test_separate_with_the_tiny_model(tmp_path, tiny_sam3, synthetic_clip):

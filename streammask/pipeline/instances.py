@@ -302,4 +302,12 @@ class InstanceOutputs:
                     path.unlink(missing_ok=True)
 
     def abort(self) -> None:
+        """A failed run: remove the sidecar's temporary file and the tracks already finished (retired objects'),
+        so that nothing that looks complete is left."""
         self.sidecar.abort()
+        for path in self.closed.values():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.closed = {}
