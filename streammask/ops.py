@@ -19,6 +19,7 @@ __all__ = [
     "check_bchw",
     "gaussian_blur_scipy",
     "gaussian_blur_torchvision",
+    "reflect101_index",
     "gaussian_kernel1d_torchvision",
     "gaussian_kernel_size_sigma",
     "box_dilate",
@@ -201,11 +202,19 @@ def _torch_reflect_pad(y: torch.Tensor, r: int) -> torch.Tensor:
     (torch refuses those; the reflection is then repeated)."""
     h, w = y.shape[-2:]
     if r >= h or r >= w:
-        return y.index_select(2, _torch_reflect_index(h, r, y.device)).index_select(3, _torch_reflect_index(w, r, y.device))
+        return y.index_select(2, reflect101_index(h, r, y.device)).index_select(3, reflect101_index(w, r, y.device))
     return F.pad(y, [r, r, r, r], mode="reflect")
 
 
-def _torch_reflect_index(n: int, radius: int, device) -> torch.Tensor:
+def reflect101_index(n: int, radius: int, device) -> torch.Tensor:
+    """Indices of a length-``n`` axis padded by ``radius`` on each side, reflected without repeating the edge
+    (``c b | a b c d | c b``: torch's ``reflect``, OpenCV's ``BORDER_REFLECT_101``), repeating the reflection
+    where ``radius >= n``.
+
+    Example:
+        >>> reflect101_index(4, 2, "cpu").tolist()
+        [2, 1, 0, 1, 2, 3, 2, 1]
+    """
     if n == 1:
         return torch.zeros(n + 2 * radius, dtype=torch.long, device=device)
     idx = torch.arange(-radius, n + radius, device=device)

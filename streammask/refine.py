@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ParameterError
-from .ops import check_bchw, gaussian_blur_scipy
+from .ops import check_bchw, gaussian_blur_scipy, reflect101_index
 from .params import Param, ParamSet
 
 __all__ = [
@@ -74,18 +74,6 @@ def _check_float(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
-def _reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
-    """Indices of a length-``n`` axis padded by ``radius`` on each side, reflected without
-    repeating the edge (``c b | a b c d | c b``, OpenCV's ``BORDER_REFLECT_101``), repeating the
-    reflection where ``radius >= n``."""
-    if n == 1:
-        return torch.zeros(n + 2 * radius, dtype=torch.long, device=device)
-    idx = torch.arange(-radius, n + radius, device=device)
-    period = 2 * (n - 1)
-    idx = torch.remainder(idx, period)
-    return torch.where(idx >= n, period - idx, idx)
-
-
 def _box_mean_torch(x: torch.Tensor, radius: int) -> torch.Tensor:
     b, c, h, w = x.shape
     k = 2 * radius + 1
@@ -93,7 +81,7 @@ def _box_mean_torch(x: torch.Tensor, radius: int) -> torch.Tensor:
     if radius < h and radius < w:
         y = F.pad(y, [radius] * 4, mode="reflect")
     else:
-        y = y.index_select(2, _reflect_index(h, radius, x.device)).index_select(3, _reflect_index(w, radius, x.device))
+        y = y.index_select(2, reflect101_index(h, radius, x.device)).index_select(3, reflect101_index(w, radius, x.device))
     y = F.avg_pool2d(y, (k, 1), stride=1)
     y = F.avg_pool2d(y, (1, k), stride=1)
     return y.reshape(b, c, h, w)
