@@ -134,11 +134,11 @@ import streammask
 logging.basicConfig(level=logging.WARNING, format="LOG %(message)s")
 src, out, model, budget = sys.argv[1:5]
 seg = streammask.load_clipseg(model, device="cpu")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
 s = streammask.process_video(src, prompt="person", out_dir=out, segmenter=seg, outputs=["mask"], mask_format="ffv1",
                              progress=False, max_batch_mb=float(budget), batch_size=8)
 print(json.dumps({"frames": s.frames, "batch_size": s.batch_size, "base_mb": base,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024}))
 """
 
 

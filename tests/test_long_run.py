@@ -45,7 +45,7 @@ s = streammask.process_video(src, prompt="bright", out_dir=out, segmenter=Bright
                              outputs=("mask", "heatmap", "matte"), progress=False)
 print(json.dumps({"frames": s.frames, "seconds": time.perf_counter() - t0,
                   "outputs": {k: str(v) for k, v in s.outputs.items()},
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024}))
 """
 
 
