@@ -82,8 +82,8 @@ step bench_null 90 $PY -m streammask bench "$CLIP" --segmenter null --device "$D
 
 # 3. the CUDA tests (skipped on CI), with the modules that hold them
 step tests_cuda 100 $PY -m pytest -q -p no:cacheprovider -m needs_cuda -rs \
-  tests/test_model.py tests/test_bench.py tests/test_temporal.py tests/test_variants.py tests/test_perf.py \
-  tests/test_transfer.py tests/test_refine.py
+  tests/model/test_model.py tests/test_bench.py tests/temporal/test_temporal.py tests/test_variants.py tests/model/test_perf.py \
+  tests/pipeline/test_transfer.py tests/test_refine.py
 
 # 4. model options (dtype, attention, channels_last), model only; --compile is left to a second run (its
 #    compilation alone can take minutes)

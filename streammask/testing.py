@@ -274,7 +274,7 @@ def _save_sam3_processing(path: Path, image_size: int, mask_size: int) -> None:
     CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=32).save_pretrained(path)
     # what Sam3VideoProcessor(Sam3ImageProcessor, Sam2VideoVideoProcessor, tokenizer).save_pretrained writes in
     # transformers 5 (building them needs torchvision; the file is plain JSON): Sam3VideoProcessor.from_pretrained
-    # loads it (tests/test_sam3_references.py)
+    # loads it (tests/model/test_sam3_references.py)
     size = {"height": image_size, "width": image_size}
     common = {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True, "resample": 2,
               "rescale_factor": 1 / 255, "size": size}

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import av
 import cv2
 import numpy as np
 import torch
 
-__all__ = ["MATTE_KINDS", "MatteClip", "load_textures", "make_matte_clip", "MatteOracle", "mad", "mse",
+__all__ = ["MATTE_KINDS", "write_lossless", "MatteClip", "load_textures", "make_matte_clip", "MatteOracle", "mad", "mse",
            "grad_error", "dtssd", "clip_metrics"]
 
 MATTE_KINDS = ("wobble", "strands", "holes")
@@ -332,3 +334,19 @@ def clip_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     out["dtssd"] = np.mean([dtssd(pred[t], pred[t - 1], true[t], true[t - 1]) for t in range(1, len(pred))]) \
         if len(pred) > 1 else float("nan")
     return {k: float(v) for k, v in out.items()}
+
+
+def write_lossless(frames: np.ndarray, path: Path) -> Path:
+    """FFV1 RGB: decoded back to the same bytes, so the oracle recognizes every frame."""
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("ffv1", rate=Fraction(30000, 1001))
+        st.height, st.width = frames.shape[1:3]
+        st.pix_fmt = "bgr0"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in st.encode(vf):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    return path

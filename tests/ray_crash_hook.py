@@ -1,4 +1,4 @@
-"""Ray worker setup hook for ``tests/test_batch_ray.py``: kill the actor's process mid-task, once.
+"""Ray worker setup hook for ``tests/batch/test_batch_ray.py``: kill the actor's process mid-task, once.
 
 Installed in every Ray worker by the test module's ``ray.init(runtime_env={"worker_process_setup_hook":
 "ray_crash_hook.install"})``. When ``STREAMMASK_TEST_CRASH_DIR`` holds a file ``STEM.crash``, the

@@ -14,7 +14,7 @@ from streammask import process_video
 from streammask.batch.segments import SEGMENTS_DIR, process_segments
 
 from conftest import encode_frames
-from test_outputs_compositing import _audio_span, make_source
+from sources import audio_span, make_source
 
 NTSC = Fraction(30000, 1001)
 FRAMES = 24
@@ -43,10 +43,10 @@ def test_segment_join_has_the_source_audio_once_like_one_pass(talk, tiny_model, 
     one = process_video(talk, out_dir=tmp_path / "one", outputs=["heatmap", "matte"], **_kw(tiny_model, batch_size=4))
     seg = process_segments(talk, RANGES, out_dir=tmp_path / "seg", outputs=["heatmap", "matte"],
                            **_kw(tiny_model, batch_size=4))
-    _, src_first, src_end, src_n = _audio_span(talk)
+    _, src_first, src_end, src_n = audio_span(talk)
     for key in ("soft.heatmap", "soft.matte"):
-        _, first, end, n = _audio_span(seg.outputs[key])
-        _, one_first, one_end, one_n = _audio_span(one.outputs[key])
+        _, first, end, n = audio_span(seg.outputs[key])
+        _, one_first, one_end, one_n = audio_span(one.outputs[key])
         assert n == one_n == src_n, key  # once, not once per segment
         assert abs(first - one_first) < 1e-3 and abs(end - one_end) < 1024 / 44100, key
         with av.open(str(one.outputs[key])) as a, av.open(str(seg.outputs[key])) as b:  # the same bytes, the same times
@@ -271,7 +271,7 @@ def test_batch_segments_with_max_frames_cut_the_audio_like_one_pass(talk, tiny_m
     assert clip.status == "ok", clip.error
     seg = Path(clip.outputs["soft.heatmap"])
     assert len(_decode(seg)[0]) == 14
-    _, first, end, n = _audio_span(seg)
-    _, one_first, one_end, one_n = _audio_span(one)
+    _, first, end, n = audio_span(seg)
+    _, one_first, one_end, one_n = audio_span(one)
     assert n == one_n and abs(first - one_first) < 1e-3 and abs(end - one_end) < 1024 / 44100
-    assert end < _audio_span(talk)[2] - 0.2  # cut near the video's end, not the whole track
+    assert end < audio_span(talk)[2] - 0.2  # cut near the video's end, not the whole track

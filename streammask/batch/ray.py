@@ -172,11 +172,8 @@ def run_ray(
     Returns:
         The clips' results, in plan order.
     """
-    from tqdm.auto import tqdm
-
     opts = BATCH_PARAMS.validate(dict(options or {}), where="run_ray")
-    address, actors, gpus_per_actor = opts["address"], opts["actors"], opts["gpus_per_actor"]
-    segment_seconds, overlap_frames, max_retries = opts["segment_seconds"], opts["overlap_frames"], opts["max_retries"]
+    segment_seconds = opts["segment_seconds"]
     if segment_seconds is not None and is_sam3_model(base.get("model"), base.get("revision")):
         # parallel segments would each start a new tracker: the ids would not carry over
         check_segments_for_tracker({**base, "segment_seconds": segment_seconds}, {"temporal": "none"}, handover=False)
@@ -186,10 +183,32 @@ def run_ray(
     for j in jobs:
         if isinstance(j, ClipResult):
             record(j)
-    if not todo:
-        return [j if isinstance(j, ClipResult) else j.result for j in jobs]
+    if todo:
+        specs, index = _clip_specs(todo, segment_seconds)
+        owned = False
+        if not ray.is_initialized():
+            ray.init(address=opts["address"] or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+            owned = True
+        try:
+            actors, gpus_per_actor = opts["actors"], opts["gpus_per_actor"]
+            if actors is None:
+                gpus = ray.cluster_resources().get("GPU", 0)
+                actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor > 0 else 1
+            plan = plan_work(specs, actors, segment_seconds=segment_seconds, overlap=opts["overlap_frames"],
+                             align=int(base.get("batch_size", 1) or 1))
+            _RayBatch(ray, todo, plan, index, base, actors=actors, gpus_per_actor=gpus_per_actor, record=record,
+                      progress=progress, max_retries=opts["max_retries"], t_start=t_start).run()
+        finally:
+            if owned:
+                ray.shutdown()
+    return [j if isinstance(j, ClipResult) else j.result for j in jobs]
 
-    # plan: exact frame counts (and the frame index, for seeking) when segments are wanted
+
+def _clip_specs(todo: Sequence[ClipJob], segment_seconds: float | None) -> tuple[list[ClipSpec], dict[int, list[int]]]:
+    """What the planner needs per clip: exact frame counts (and the frame index, for seeking) when segments are
+    wanted, else the header's count (it only orders the clips, longest first). A clip that cannot be probed gets
+    its error recorded and no frames."""
     specs, index = [], {}
     for i, job in enumerate(todo):
         cap = job.settings.get("max_frames")
@@ -197,7 +216,7 @@ def run_ray(
             if segment_seconds is not None:
                 index[i] = frame_pts(job.item.source)
                 frames, rate = len(index[i]), probe(job.item.source).frame_rate
-            else:  # one task per clip: the header's frame count orders them (longest first)
+            else:
                 info = probe(job.item.source)
                 frames, rate = info.num_frames or 1, None
             spec = ClipSpec(str(job.item.source), frames if cap is None else min(frames, int(cap)), rate)
@@ -205,151 +224,160 @@ def run_ray(
             job.result.error = f"{type(exc).__name__}: {exc}"
             spec = ClipSpec(str(job.item.source), 0, None)
         specs.append(spec)
+    return specs, index
 
-    owned = False
-    if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        owned = True
-    try:
-        if actors is None:
-            gpus = ray.cluster_resources().get("GPU", 0)
-            actors = max(1, int(gpus // gpus_per_actor)) if gpus_per_actor > 0 else 1
-        batch_size = int(base.get("batch_size", 1) or 1)
-        plan = plan_work(specs, actors, segment_seconds=segment_seconds, overlap=overlap_frames, align=batch_size)
-        device = base["device"]
-        if gpus_per_actor > 0 and device == "auto":
-            device = "cuda"
+
+class _RayBatch:
+    """One :func:`run_ray` call's scheduling: the actors, the tasks waiting (longest first) and in flight, each
+    clip's finished parts, retries, and the clips' completion (joining segments, recording results)."""
+
+    def __init__(self, ray, todo: Sequence[ClipJob], plan, index: Mapping[int, list[int]], base: Mapping[str, Any], *,
+                 actors: int, gpus_per_actor: float, record: Callable[[Any], None], progress: bool,
+                 max_retries: int, t_start: float) -> None:
+        self.ray, self.todo, self.plan, self.index, self.base = ray, todo, plan, index, base
+        self.record, self.progress, self.max_retries, self.t_start = record, progress, max_retries, t_start
+        self.device = "cuda" if gpus_per_actor > 0 and base["device"] == "auto" else base["device"]
         # no automatic restarts: a dead actor is replaced here (a restarting one would fail the tasks sent to it)
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(MaskWorker)
+        self.actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0)(MaskWorker)
+        self.pool = [self.new_actor() for _ in range(actors)]
+        self.free = list(self.pool)
+        clips = range(len(todo))
+        # tasks longest first (LPT, as the plan); a clip whose probe failed has no tasks and fails at once
+        self.order = deque(sorted((t for t, task in enumerate(plan.tasks) if todo[task.clip].result.error is None),
+                                  key=lambda t: (-plan.tasks[t].cost, t)))
+        self.n_segments = {c: sum(1 for t in plan.tasks if t.clip == c) for c in clips}
+        self.remaining = dict(self.n_segments)
+        self.outputs: dict[int, dict[int, dict]] = {c: {} for c in clips}
+        self.attempts: dict[int, int] = {}
+        self.failed: dict[int, str] = {c: todo[c].result.error for c in clips if todo[c].result.error}
+        self.t_clip: dict[int, float] = {}
+        self.inflight: dict[Any, tuple[int, Any]] = {}
+        self.finished: set[int] = set()
+        self.bar = None
 
-        def new_actor():
-            return actor_cls.remote(base["model"], base["revision"], device, base["dtype"],
-                                    {**model_speed_options(base), **sam3_options(base)})
+    def new_actor(self):
+        b = self.base
+        return self.actor_cls.remote(b["model"], b["revision"], self.device, b["dtype"],
+                                     {**model_speed_options(b), **sam3_options(b)})
 
-        pool = [new_actor() for _ in range(actors)]
+    def run(self) -> None:
+        from tqdm.auto import tqdm
 
-        # tasks longest first (LPT, as the plan); a clip whose probe failed has no tasks and fails below
-        order = deque(sorted((t for t in range(len(plan.tasks)) if todo[plan.tasks[t].clip].result.error is None),
-                             key=lambda t: (-plan.tasks[t].cost, t)))
-        n_segments = {c: sum(1 for t in plan.tasks if t.clip == c) for c in range(len(todo))}
-        remaining = dict(n_segments)
-        outputs: dict[int, dict[int, dict]] = {c: {} for c in range(len(todo))}
-        attempts: dict[int, int] = {}
-        failed: dict[int, str] = {c: todo[c].result.error for c in range(len(todo)) if todo[c].result.error}
-        t_clip: dict[int, float] = {}
-        inflight: dict[Any, tuple[int, Any]] = {}
-        free = list(pool)
-        total_frames = sum(t.frames for t in plan.tasks)
-        bar = tqdm(total=total_frames or None, unit="frame", desc=f"ray x{actors}", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-
-        finished: set[int] = set()
-
-        def busy(c: int) -> bool:
-            return any(plan.tasks[x].clip == c for x, _ in inflight.values())
-
-        def finish(c: int) -> None:
-            if c in finished:
-                return
-            finished.add(c)
-            job = todo[c]
-            job.result.seconds = time.perf_counter() - t_clip.get(c, t_start)
-            parts = outputs[c]
-            try:
-                if c in failed:
-                    raise _TaskFailed(failed[c])
-                if n_segments[c] == 1:
-                    record_done(job, parts[0]["frames"], parts[0]["outputs"])
-                else:
-                    stem = Path(job.item.source).stem
-                    first = parts[0]["outputs"]
-                    names = [Path(p).name for p in first.values()]
-                    starts = [t.start for t in plan.tasks if t.clip == c]
-                    dirs = [segment_dir(job.clip_dir, stem, s) for s in range(len(starts))]
-                    joined = concat_outputs(dirs, job.clip_dir, names,
-                                            start_times=start_times(job.item.source, index[c], starts),
-                                            audio_source=job.item.source, audio_names=audio_names(first, job.settings),
-                                            audio_to_video_end=job.settings.get("max_frames") is not None)
-                    record_done(job, sum(p["frames"] for p in parts.values()),
-                                 {k: joined[Path(p).name] for k, p in first.items()})
-            except Exception as exc:
-                job.result.status = "failed"
-                job.result.error = str(exc) if isinstance(exc, _TaskFailed) else f"{type(exc).__name__}: {exc}"
-                _remove_partials(job.clip_dir)  # a worker that died left its temporaries
-                if progress:
-                    bar.write(f"streammask: clip failed: {job.result.path}: {job.result.error}", file=sys.stderr)
-            shutil.rmtree(job.clip_dir / SEGMENTS_DIR, ignore_errors=True)
-            record(job.result)
-
-        for c in list(failed):
-            finish(c)
-
+        total = sum(t.frames for t in self.plan.tasks)
+        self.bar = tqdm(total=total or None, unit="frame", desc=f"ray x{len(self.pool)}", disable=not self.progress,
+                        file=sys.stderr, dynamic_ncols=True)
         try:
-            while order or inflight:
-                while order and free:
-                    t = order.popleft()
-                    task = plan.tasks[t]
-                    job = todo[task.clip]
-                    t_clip.setdefault(task.clip, time.perf_counter())
-                    actor = free.pop()
-                    if task.segments == 1:
-                        ref = actor.run.remote(str(job.item.source), str(job.clip_dir), run_kwargs(job.settings))
-                    else:
-                        d = segment_dir(job.clip_dir, Path(job.item.source).stem, task.segment)
-                        ref = actor.run.remote(str(job.item.source), str(d), run_kwargs(job.settings),
-                                               (task.start, task.end, task.warmup_start), index[task.clip])
-                    inflight[ref] = (t, actor)
-                if not inflight:
+            for c in list(self.failed):
+                self.finish(c)
+            while self.order or self.inflight:
+                self.submit()
+                if not self.inflight:
                     break
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                t, actor = inflight.pop(ready[0])
-                task = plan.tasks[t]
-                c = task.clip
-                try:
-                    res = ray.get(ready[0])
-                except Exception as exc:
-                    text = _error_text(exc)
-                    if _lost_actor(ray, exc):  # never reuse it: replace it with a new actor
-                        text = f"worker process died while running the task ({text})"
-                        try:
-                            ray.kill(actor, no_restart=True)
-                        except Exception:
-                            pass
-                        replacement = new_actor()
-                        pool[pool.index(actor)] = replacement
-                        actor = replacement
-                    free.append(actor)
-                    attempts[t] = attempts.get(t, 0) + 1
-                    retryable = is_retryable(exc)
-                    if retryable and attempts[t] <= max_retries:
-                        log.warning("task %d of %s failed (%s); retry %d of %d", task.segment, todo[c].item.source,
-                                    text, attempts[t], max_retries)
-                        order.appendleft(t)
-                        continue
-                    if retryable:
-                        n = attempts[t]
-                        text += f"; gave up after {n} attempt{'s' if n > 1 else ''} (max_retries={max_retries})"
-                    failed.setdefault(c, text)
-                    for x in [x for x in order if plan.tasks[x].clip == c]:  # the clip's other segments: moot
-                        order.remove(x)
-                    if not busy(c):
-                        finish(c)
-                    continue
-                free.append(actor)
-                bar.update(res["frames"])
-                outputs[c][task.segment] = res
-                remaining[c] -= 1
-                if (remaining[c] == 0 or c in failed) and not busy(c):
-                    finish(c)
+                self.collect()
         finally:
-            bar.close()
-            for a in pool:
+            self.bar.close()
+            for a in self.pool:
                 try:
-                    ray.kill(a)
+                    self.ray.kill(a)
                 except Exception:
                     pass
-    finally:
-        if owned:
-            ray.shutdown()
-    return [j if isinstance(j, ClipResult) else j.result for j in jobs]
+
+    def submit(self) -> None:
+        """Hand waiting tasks to the free actors."""
+        while self.order and self.free:
+            t = self.order.popleft()
+            task = self.plan.tasks[t]
+            job = self.todo[task.clip]
+            self.t_clip.setdefault(task.clip, time.perf_counter())
+            actor = self.free.pop()
+            if task.segments == 1:
+                ref = actor.run.remote(str(job.item.source), str(job.clip_dir), run_kwargs(job.settings))
+            else:
+                d = segment_dir(job.clip_dir, Path(job.item.source).stem, task.segment)
+                ref = actor.run.remote(str(job.item.source), str(d), run_kwargs(job.settings),
+                                       (task.start, task.end, task.warmup_start), self.index[task.clip])
+            self.inflight[ref] = (t, actor)
+
+    def collect(self) -> None:
+        """Wait for one task to end, and take its result or its failure."""
+        ready, _ = self.ray.wait(list(self.inflight), num_returns=1)
+        t, actor = self.inflight.pop(ready[0])
+        c = self.plan.tasks[t].clip
+        try:
+            res = self.ray.get(ready[0])
+        except Exception as exc:
+            self._task_failed(t, actor, exc)
+            return
+        self.free.append(actor)
+        self.bar.update(res["frames"])
+        self.outputs[c][self.plan.tasks[t].segment] = res
+        self.remaining[c] -= 1
+        if (self.remaining[c] == 0 or c in self.failed) and not self._busy(c):
+            self.finish(c)
+
+    def _task_failed(self, t: int, actor, exc: Exception) -> None:
+        """Replace a dead actor, resubmit a retryable task while attempts are left, else fail its clip."""
+        task = self.plan.tasks[t]
+        c = task.clip
+        text = _error_text(exc)
+        if _lost_actor(self.ray, exc):  # never reuse it: replace it with a new actor
+            text = f"worker process died while running the task ({text})"
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+            replacement = self.new_actor()
+            self.pool[self.pool.index(actor)] = replacement
+            actor = replacement
+        self.free.append(actor)
+        self.attempts[t] = self.attempts.get(t, 0) + 1
+        retryable = is_retryable(exc)
+        if retryable and self.attempts[t] <= self.max_retries:
+            log.warning("task %d of %s failed (%s); retry %d of %d", task.segment, self.todo[c].item.source, text,
+                        self.attempts[t], self.max_retries)
+            self.order.appendleft(t)
+            return
+        if retryable:
+            n = self.attempts[t]
+            text += f"; gave up after {n} attempt{'s' if n > 1 else ''} (max_retries={self.max_retries})"
+        self.failed.setdefault(c, text)
+        for x in [x for x in self.order if self.plan.tasks[x].clip == c]:  # the clip's other segments: moot
+            self.order.remove(x)
+        if not self._busy(c):
+            self.finish(c)
+
+    def _busy(self, c: int) -> bool:
+        return any(self.plan.tasks[x].clip == c for x, _ in self.inflight.values())
+
+    def finish(self, c: int) -> None:
+        """A clip's tasks are all over: join its segments and record it done, or record it failed."""
+        if c in self.finished:
+            return
+        self.finished.add(c)
+        job = self.todo[c]
+        job.result.seconds = time.perf_counter() - self.t_clip.get(c, self.t_start)
+        parts = self.outputs[c]
+        try:
+            if c in self.failed:
+                raise _TaskFailed(self.failed[c])
+            if self.n_segments[c] == 1:
+                record_done(job, parts[0]["frames"], parts[0]["outputs"])
+            else:
+                first = parts[0]["outputs"]
+                names = [Path(p).name for p in first.values()]
+                starts = [t.start for t in self.plan.tasks if t.clip == c]
+                dirs = [segment_dir(job.clip_dir, Path(job.item.source).stem, s) for s in range(len(starts))]
+                joined = concat_outputs(dirs, job.clip_dir, names,
+                                        start_times=start_times(job.item.source, self.index[c], starts),
+                                        audio_source=job.item.source, audio_names=audio_names(first, job.settings),
+                                        audio_to_video_end=job.settings.get("max_frames") is not None)
+                record_done(job, sum(p["frames"] for p in parts.values()),
+                            {k: joined[Path(p).name] for k, p in first.items()})
+        except Exception as exc:
+            job.result.status = "failed"
+            job.result.error = str(exc) if isinstance(exc, _TaskFailed) else f"{type(exc).__name__}: {exc}"
+            _remove_partials(job.clip_dir)  # a worker that died left its temporaries
+            if self.progress:
+                self.bar.write(f"streammask: clip failed: {job.result.path}: {job.result.error}", file=sys.stderr)
+        shutil.rmtree(job.clip_dir / SEGMENTS_DIR, ignore_errors=True)
+        self.record(job.result)

@@ -7,6 +7,8 @@ every frame keeps its source ``pts``.
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +20,7 @@ import numpy as np
 from ..errors import InvalidVideoError, ParameterError, SourceNotFoundError
 
 __all__ = ["VideoInfo", "FrameBatch", "probe", "read_batches", "open_video", "PROBE_MAX_DAMAGED_PACKETS",
-           "PROBE_RATE_PACKETS", "frame_pts", "demux_packets", "rotate"]
+           "PROBE_RATE_PACKETS", "frame_pts", "demux_packets", "video_packets", "rotate"]
 
 # probe() skips at most this many damaged packets before the first frame that decodes
 PROBE_MAX_DAMAGED_PACKETS = 64
@@ -238,6 +240,25 @@ def demux_packets(container, stream, on_damage: Callable[[str, Exception], None]
         yield packet
 
 
+def video_packets(path: str | os.PathLike) -> Iterator[Any]:
+    """The non-empty packets of ``path``'s video stream in decode order, demuxed (never decoded) from an open
+    of the file of their own, which is closed when the iteration ends or the generator is closed (use
+    :func:`contextlib.closing` when stopping early). Behind :func:`frame_pts` and :func:`probe`'s frame-rate
+    check and frame count.
+
+    Raises:
+        InvalidVideoError: as :func:`open_video`. PyAV's demux errors propagate: what a damaged file means is
+        the caller's to decide.
+    """
+    container, stream = open_video(path)
+    try:
+        for packet in container.demux(stream):
+            if packet.size:  # not the demuxer's final empty packet
+                yield packet
+    finally:
+        container.close()
+
+
 def _first_frame(container, stream, path: str | os.PathLike, *, max_damaged: int = PROBE_MAX_DAMAGED_PACKETS):
     """Decode the first frame, skipping up to ``max_damaged`` damaged packets (as :func:`read_batches` does)."""
     import av
@@ -301,15 +322,14 @@ def _variable_frame_rate(path: str, *, max_packets: int = PROBE_RATE_PACKETS) ->
 
     stamps: list[int] = []
     try:
-        with av.open(path, metadata_errors="replace") as container:
-            stream = container.streams.video[0]
-            for packet in container.demux(stream):
+        with closing(video_packets(path)) as packets:
+            for packet in packets:
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if ts is not None:
                     stamps.append(int(ts))
                 if len(stamps) >= max_packets:
                     break
-    except (av.error.FFmpegError, ValueError, OSError, IndexError):
+    except (av.error.FFmpegError, ValueError, OSError, IndexError, InvalidVideoError):
         pass
     stamps = sorted(set(stamps))  # decode order -> presentation order
     if len(stamps) < 3:
@@ -324,11 +344,10 @@ def _count_packets(path: str) -> int | None:
 
     n = 0
     try:
-        with av.open(path, metadata_errors="replace") as container:
-            for packet in container.demux(container.streams.video[0]):
-                if packet.size:  # not the demuxer's final empty packet
-                    n += 1
-    except (av.error.FFmpegError, ValueError, OSError, IndexError):
+        with closing(video_packets(path)) as packets:
+            for _ in packets:
+                n += 1
+    except (av.error.FFmpegError, ValueError, OSError, IndexError, InvalidVideoError):
         return n or None
     return n
 
@@ -348,8 +367,6 @@ def probe(path: str | os.PathLike, *, count_frames: bool = False) -> VideoInfo:
         SourceNotFoundError: the file does not exist.
         InvalidVideoError: it is not a decodable video.
     """
-    import av
-
     container, stream = open_video(path)
     try:
         rotation = 0
@@ -572,15 +589,10 @@ def frame_pts(path: str | os.PathLike) -> list[int]:
     Raises:
         InvalidVideoError: a packet has no ``pts`` (the clip cannot be split by timestamps).
     """
-    container, stream = open_video(path)
-    try:
-        pts = []
-        for packet in container.demux(stream):
-            if packet.size == 0:  # the demuxer's final empty packet
-                continue
+    pts = []
+    with closing(video_packets(path)) as packets:
+        for packet in packets:
             if packet.pts is None:
                 raise InvalidVideoError(f"input {str(path)!r} has packets without timestamps: cannot split it")
             pts.append(int(packet.pts))
-    finally:
-        container.close()
     return sorted(pts)

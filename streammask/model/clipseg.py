@@ -11,14 +11,13 @@ import logging
 import os
 import threading
 import warnings
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelLoadError, ParameterError, SourceNotFoundError
-from .hub import from_pretrained, hub_reachable, in_cache, offline_message
+from ..errors import ModelLoadError, ParameterError
+from .hub import from_pretrained, model_source, offline_message, quiet_loading
 from .options import ATTN_IMPLEMENTATIONS, DTYPES, model_speed_options, resolve_device, resolve_dtype
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, image_config, pil_resize_bilinear, pil_resize_cpu
 from .prompts import check_prompt_tokens, prompt_token_limit
@@ -74,7 +73,6 @@ def load_clipseg(
         ModelLoadError: the weights cannot be fetched or are not safetensors.
     """
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPSegForImageSegmentation
-    from transformers.utils import logging as hf_logging
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -84,35 +82,14 @@ def load_clipseg(
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ParameterError("attn_implementation", attn_implementation,
                              "one of " + ", ".join(repr(a) for a in ATTN_IMPLEMENTATIONS))
-    name = os.fspath(model)
-    local = Path(name)  # taken literally, as every path (no ~ or $VAR expansion; the shell expands flags)
-    is_local = local.is_dir()
-    if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
-        raise SourceNotFoundError(f"--model {name!r}: no such model directory")
-    if is_local:
-        name = str(local)
-        if not any(local.glob("*.safetensors")):
-            pickles = [p.name for p in local.glob("*.bin")] + [p.name for p in local.glob("*.pt*")]
-            detail = f" (it holds {', '.join(pickles)}, pickle checkpoints that can run code when loaded)" if pickles else ""
-            raise ModelLoadError(
-                f"--model {name!r} has no .safetensors weights{detail}; streammask loads safetensors only: "
-                "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True)."
-            )
-    offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    if not offline and not in_cache(name, revision) and not hub_reachable():
-        raise ModelLoadError(offline_message(name))
-    kwargs = dict(revision=revision, local_files_only=offline)
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    src = model_source(model, revision, local_files_only=local_files_only)
+    name = src.name
+    kwargs = dict(revision=revision, local_files_only=src.offline)
     try:
-        net = from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
+        with quiet_loading():
+            net = from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "safetensors" in text and "pytorch_model.bin" in text:
@@ -120,14 +97,9 @@ def load_clipseg(
                 f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; streammask loads "
                 "safetensors only: pass --revision of a commit that has model.safetensors, or a local converted copy."
             ) from None
-        if is_local:
+        if src.is_local:
             raise ModelLoadError(f"--model {name!r} is not a complete CLIPSeg directory: {text.splitlines()[0]}") from None
         raise ModelLoadError(offline_message(name, text)) from None
-    finally:
-        hub_logger.setLevel(hub_level)
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     net = net.to(device=dev, dtype=dt).eval()
     dropped = drop_unused_vision_layers(net)
     if dtype == "int8":

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
 
-__all__ = ["from_pretrained", "offline_message", "in_cache", "hub_reachable"]
+from ..errors import ModelLoadError, SourceNotFoundError
+
+__all__ = ["from_pretrained", "offline_message", "in_cache", "hub_reachable", "ModelSource", "model_source",
+           "quiet_loading"]
 
 log = logging.getLogger("streammask.model")
 
@@ -61,3 +68,66 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files come from: ``name`` (a hub id, or the local directory as given), whether it is a
+    local directory, and whether loading must stay off the network (``offline``)."""
+
+    name: str
+    is_local: bool
+    offline: bool
+
+
+def model_source(model: str | os.PathLike, revision: str | None = None, *, local_files_only: bool | None = None,
+                 unreachable: Callable[[str], str] = offline_message) -> ModelSource:
+    """Decide where ``model`` loads from, before anything is loaded.
+
+    A path is taken literally (no ``~`` or ``$VAR`` expansion: the shell expands flags) and must be a directory
+    holding ``*.safetensors`` weights; anything else is a hub id, used from the cache or, when the hub answers,
+    downloaded (``HF_HUB_OFFLINE`` or ``local_files_only`` keep it off the network).
+
+    Raises:
+        SourceNotFoundError: ``model`` looks like a path and is not a directory.
+        ModelLoadError: a local directory without safetensors weights (naming the pickle checkpoints it holds,
+            which streammask does not load: they can run code), or a hub id neither cached nor reachable
+            (``unreachable(name)``, default :func:`offline_message`).
+    """
+    name = os.fspath(model)
+    local = Path(name)
+    is_local = local.is_dir()
+    if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
+        raise SourceNotFoundError(f"--model {name!r}: no such model directory")
+    if is_local and not any(local.glob("*.safetensors")):
+        pickles = [p.name for p in local.glob("*.bin")] + [p.name for p in local.glob("*.pt*")]
+        detail = f" (it holds {', '.join(pickles)}, pickle checkpoints that can run code when loaded)" if pickles else ""
+        raise ModelLoadError(f"--model {name!r} has no .safetensors weights{detail}; streammask loads safetensors "
+                             "only: convert the checkpoint with transformers' save_pretrained(..., "
+                             "safe_serialization=True).")
+    offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not offline and not in_cache(name, revision) and not hub_reachable():
+        raise ModelLoadError(unreachable(name))
+    return ModelSource(str(local) if is_local else name, is_local, offline)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' warnings and progress bars and huggingface_hub's log off while a model loads (the user
+    gets streammask's own one-line errors), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -48,9 +48,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelLoadError, ParameterError, SourceNotFoundError
+from ..errors import ModelLoadError, ParameterError
 from ..params import Param, ParamSet
-from .hub import from_pretrained, hub_reachable, in_cache
+from .hub import from_pretrained, model_source, quiet_loading
 from .options import ATTN_IMPLEMENTATIONS, resolve_device, resolve_dtype
 from .prompts import check_prompt_tokens
 
@@ -705,45 +705,28 @@ def load_sam3(
     _check_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    name = os.fspath(model)
-    local = Path(name)
-    is_local = local.is_dir()
-    if not is_local and (name.startswith((".", "/", "~")) or local.exists()):
-        raise SourceNotFoundError(f"--model {name!r}: no such model directory")
-    if is_local and not any(local.glob("*.safetensors")):
-        raise ModelLoadError(f"--model {name!r} has no .safetensors weights; streammask loads safetensors only: "
-                             "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True).")
-    offline = bool(local_files_only) or is_local or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    if not offline and not in_cache(name, revision) and not hub_reachable():
-        raise ModelLoadError(_offline_message(name))
+    src = model_source(model, revision, local_files_only=local_files_only, unreachable=_offline_message)
+    name = src.name
     from transformers import AutoTokenizer, Sam3VideoModel
     from transformers.models.sam3_video import modeling_sam3_video
-    from transformers.utils import logging as hf_logging
 
     from .sam3_kernels import install_local_kernels
 
-    kwargs = dict(revision=revision, local_files_only=offline)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    kwargs = dict(revision=revision, local_files_only=src.offline)
     try:
-        net = from_pretrained(Sam3VideoModel, name, attn_implementation, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        image = _read_image_config(name, revision, offline)
+        with quiet_loading():
+            net = from_pretrained(Sam3VideoModel, name, attn_implementation, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            image = _read_image_config(name, revision, src.offline)
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "safetensors" in text and ".bin" in text:
             raise ModelLoadError(f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; "
                                  "streammask loads safetensors only.") from None
-        if is_local:
+        if src.is_local:
             raise ModelLoadError(f"--model {name!r} is not a complete SAM 3 directory: {text.splitlines()[0]}") \
                 from None
         raise ModelLoadError(_offline_message(name, text)) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     if net.config.model_type != "sam3_video":
         raise ModelLoadError(f"--model {name!r} is a {net.config.model_type!r} model, not a SAM 3 video model")
     install_local_kernels(modeling_sam3_video)  # NMS and hole filling here, never a kernel fetched from the hub

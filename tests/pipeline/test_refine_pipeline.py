@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -18,34 +16,18 @@ from streammask.pipeline.settings import load_pipeline
 from streammask.refine import REFINE_PARAMS
 
 from conftest import CARPHONE
-from matte_oracle import MatteOracle, clip_metrics, load_textures, make_matte_clip
+from matte_oracle import MatteOracle, clip_metrics, load_textures, make_matte_clip, write_lossless
 
 SIZE = (180, 320)
 SIDE = 96  # the oracle's square: ~3.3 frame pixels a model pixel, as 352 at 720p
 RADIUS = 24.0  # refine_radius counts 352ths of the long side: 24 -> 22 px here, ~6.5 oracle pixels, as the default at 720p
 
 
-def _write_lossless(frames: np.ndarray, path: Path) -> Path:
-    """FFV1 RGB: decoded back to the same bytes, so the oracle recognizes every frame."""
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("ffv1", rate=Fraction(30000, 1001))
-        st.height, st.width = frames.shape[1:3]
-        st.pix_fmt = "bgr0"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in st.encode(vf):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
-    return path
-
-
 @pytest.fixture(scope="module")
 def matte_clip(tmp_path_factory):
     textures = load_textures([CARPHONE])
     clip = make_matte_clip("wobble", textures, length=8, size=SIZE, seed=0)
-    return clip, _write_lossless(clip.frames, tmp_path_factory.mktemp("matte") / "wobble.mkv")
+    return clip, write_lossless(clip.frames, tmp_path_factory.mktemp("matte") / "wobble.mkv")
 
 
 def _read_sequence(folder: Path) -> np.ndarray:

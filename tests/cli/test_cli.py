@@ -7,7 +7,7 @@ from streammask.cli import main
 from streammask.pipeline.settings import load_pipeline
 from streammask import PipelineFileError
 
-PIPELINES = sorted((Path(__file__).parents[1] / "pipelines").glob("*.toml"))
+PIPELINES = sorted((Path(__file__).parents[2] / "pipelines").glob("*.toml"))
 
 
 def test_run_exits_zero_with_progress_bar(synthetic_clip, tmp_path, tiny_model_dir, capsys):
@@ -69,7 +69,7 @@ def test_missing_input(tmp_path, capsys):
 
 
 def test_probe(capsys):
-    assert main(["probe", str(Path(__file__).parent / "data" / "carphone_pristine.mp4")]) == 0
+    assert main(["probe", str(Path(__file__).parents[1] / "data" / "carphone_pristine.mp4")]) == 0
     assert "30000/1001" in capsys.readouterr().out
 
 

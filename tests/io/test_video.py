@@ -92,16 +92,16 @@ def _pyav_tagged_source(path, *, pix_fmt="yuv420p10le", color_range=1, colorspac
 
 def _ffmpeg_tagged(rng, matrix):
     def make(tmp_path):
-        from test_outputs_compositing import COLOURS, FFMPEG, _ffmpeg_colour_source
+        from sources import COLOURS, FFMPEG, ffmpeg_colour_source
 
         if FFMPEG is None:
             pytest.skip("ffmpeg (system package) is not installed")
-        return _ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
+        return ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
     return make
 
 
 def _vfr_mp4(tmp_path):
-    from test_outputs_compositing import make_source
+    from sources import make_source
 
     return make_source(tmp_path / "vfr.mp4", pts=[0, 1001, 2002, 4004, 5005, 8008, 9009])
 

@@ -39,7 +39,7 @@ def crash_dir(tmp_path_factory) -> Path:
 def ray_cluster(crash_dir):
     if ray is None:
         pytest.skip("ray is not installed (pip install 'streammask[ray]')")
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]
     root = str(tests.parent)  # the workers import this checkout of streammask (and the crash hook from tests/)
     path = os.pathsep.join([root, str(tests), *filter(None, [os.environ.get("PYTHONPATH")])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
@@ -202,7 +202,7 @@ def test_retry_policy():
 
 @needs_ray
 def test_ray_segment_join_has_the_source_audio_once(ray_cluster, tmp_path, tiny_model, tiny_model_dir):
-    from test_outputs_compositing import make_source
+    from sources import make_source
 
     (tmp_path / "in").mkdir()
     clip = make_source(tmp_path / "in" / "talk.mp4", pts=[i * 1001 for i in range(24)], audio=True)

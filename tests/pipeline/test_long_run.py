@@ -20,7 +20,7 @@ import numpy as np
 
 from conftest import encode_frames
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LONG, SHORT = 20_000, 1_000
 SIZE = 32
 SLACK_MB = 15.0

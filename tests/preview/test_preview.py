@@ -31,7 +31,7 @@ from streammask.preview import (
 from conftest import write_synthetic_clip
 from preview_driver import BrightnessOracle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RATE = Fraction(30)
 
 

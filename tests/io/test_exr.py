@@ -18,8 +18,7 @@ from streammask.io.matte import MatteBatch, resolve_matte_style
 from streammask.io.writers import FORMATS, make_writer
 
 from conftest import CARPHONE
-from matte_oracle import MatteOracle, load_textures, make_matte_clip
-from test_refine_pipeline import _write_lossless
+from matte_oracle import MatteOracle, load_textures, make_matte_clip, write_lossless
 
 TB = Fraction(1, 30000)
 
@@ -124,7 +123,7 @@ def test_auto_style_is_premultiplied_for_exr_only():
 @pytest.fixture(scope="module")
 def oracle_clip(tmp_path_factory):
     clip = make_matte_clip("holes", load_textures([CARPHONE]), length=6, size=(72, 129), seed=1)  # odd width
-    return clip, _write_lossless(clip.frames, tmp_path_factory.mktemp("exr") / "holes.mkv")
+    return clip, write_lossless(clip.frames, tmp_path_factory.mktemp("exr") / "holes.mkv")
 
 
 def test_process_video_writes_the_refined_matte_exactly(oracle_clip, tmp_path):

@@ -24,13 +24,12 @@ from streammask import MaskPipeline, ParameterError, process_video, read_batches
 from streammask.io.writers import FORMATS
 
 from conftest import encode_frames
+from sources import COLOURS, FFMPEG, NTSC, audio_packets, audio_span, ffmpeg_colour_source, make_source
 
 FFPROBE = shutil.which("ffprobe")
-FFMPEG = shutil.which("ffmpeg")
 needs_ffprobe = pytest.mark.skipif(FFPROBE is None, reason="ffprobe (system ffmpeg package) is not installed")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg (system package) is not installed")
 HAS_X265 = "libx265" in av.codecs_available
-NTSC = Fraction(30000, 1001)
 
 
 class RedSegmenter:
@@ -50,55 +49,6 @@ class RedSegmenter:
 
 
 SEG = RedSegmenter()
-
-
-def _images(n, w, h):
-    yy, xx = np.mgrid[0:h, 0:w]
-    for i in range(n):
-        img = np.zeros((h, w, 3), np.uint8)
-        img[..., 1] = (xx * 255 // max(w - 1, 1)).astype(np.uint8)
-        img[..., 2] = (yy * 255 // max(h - 1, 1)).astype(np.uint8)
-        # a soft red disc that moves: the mask
-        r = np.hypot(xx - w / 3 - 3 * i, yy - h / 2) / (h / 3)
-        img[..., 0] = (np.clip(1.5 - r, 0, 1) * 255).astype(np.uint8)
-        yield img
-
-
-def make_source(path: Path, *, size=(64, 48), pts=None, time_base=Fraction(1, 30000), rate=NTSC, audio=False,
-                rotation=0, audio_codec="aac") -> Path:
-    """An H.264 source with the given frame ``pts`` (default: 8 frames of 30000/1001 from pts 0),
-    and (``audio``) a 440 Hz stereo tone at 44.1 kHz as long as the video in ``audio_codec``."""
-    w, h = size
-    pts = list(pts) if pts is not None else [i * 1001 for i in range(8)]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p" if w % 2 == h % 2 == 0 else "yuv444p"  # 4:2:0 needs even
-        s.time_base = s.codec_context.time_base = time_base
-        if rotation:
-            s.set_display_rotation(rotation)
-        a = None
-        if audio:
-            a = c.add_stream(audio_codec, rate=44100, layout="stereo")
-            sample_fmt = a.format.name
-        encode_frames(c, s, _images(len(pts), w, h), pts, time_base)
-        if a is not None:  # a 440 Hz tone as long as the video
-            seconds = float((pts[-1] - pts[0]) * time_base) + 1 / float(rate)
-            total = int(seconds * 44100)
-            t = np.arange(total) / 44100
-            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            start = int(round(float(pts[0] * time_base) * 44100))
-
-            def tone_frames():
-                for i in range(0, total, 1024):
-                    chunk = np.stack([tone[i:i + 1024]] * 2)
-                    if sample_fmt == "s16":  # packed 16-bit PCM
-                        chunk = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
-                    f = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=sample_fmt, layout="stereo")
-                    f.sample_rate = 44100
-                    yield f
-
-            encode_frames(c, a, tone_frames(), range(start, start + total, 1024), Fraction(1, 44100))
-    return path
 
 
 def source_truth(path: Path):
@@ -329,30 +279,12 @@ def audio_source(tmp_path_factory):
     return make_source(tmp_path_factory.mktemp("asrc") / "talk.mp4", pts=[i * 1001 for i in range(15)], audio=True)
 
 
-def _audio_packets(path: Path):
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return None, []
-        a = c.streams.audio[0]
-        packets = [p for p in c.demux(a) if p.size]
-        return a, packets
-
-
-def _audio_span(path: Path) -> tuple[str, float, float, int]:
-    """(codec, first packet time, end of the last packet, packets)."""
-    a, packets = _audio_packets(path)
-    assert a is not None, f"{path.name} has no audio stream"
-    first = min(float(p.pts * p.time_base) for p in packets)
-    end = max(float((p.pts + (p.duration or 0)) * p.time_base) for p in packets)
-    return a.codec_context.name, first, end, len(packets)
-
-
 def test_audio_is_remuxed_into_heatmap_and_matte(audio_source, tmp_path):
     s = run(audio_source, tmp_path, mask_format="mp4", matte_format="prores")
-    codec, first, end, n = _audio_span(audio_source)
+    codec, first, end, n = audio_span(audio_source)
     assert codec == "aac" and n > 5
     for key in ("soft.heatmap", "soft.matte"):
-        got_codec, got_first, got_end, got_n = _audio_span(s.outputs[key])
+        got_codec, got_first, got_end, got_n = audio_span(s.outputs[key])
         assert got_codec == "aac", key  # copied, not re-encoded
         assert got_n == n, key
         assert got_first == pytest.approx(first, abs=1e-9) and abs((got_end - got_first) - (end - first)) <= 1024 / 44100
@@ -360,15 +292,15 @@ def test_audio_is_remuxed_into_heatmap_and_matte(audio_source, tmp_path):
             a = [bytes(p) for p in c_src.demux(audio=0) if p.size]
             b = [bytes(p) for p in c_out.demux(audio=0) if p.size]
             assert a == b, key
-    assert _audio_packets(s.outputs["soft.mask"])[0] is None  # the mask is a picture track only
+    assert audio_packets(s.outputs["soft.mask"])[0] is None  # the mask is a picture track only
 
 
 def test_aac_into_webm_is_transcoded_to_opus_and_said(audio_source, tmp_path, caplog):
-    _, first, end, _ = _audio_span(audio_source)
+    _, first, end, _ = audio_span(audio_source)
     with caplog.at_level("WARNING", logger="streammask"):
         s = run(audio_source, tmp_path, outputs=["matte"], matte_format="webm")
     assert "transcoded to libopus" in caplog.text and "aac" in caplog.text
-    codec, got_first, got_end, n = _audio_span(s.outputs["soft.matte"])
+    codec, got_first, got_end, n = audio_span(s.outputs["soft.matte"])
     assert codec == "opus" and n > 5
     assert abs((got_end - got_first) - (end - first)) <= 960 / 48000 + 1024 / 44100  # within one frame of each
     imgs, _, _, _ = decode(s.outputs["soft.matte"], "rgba", codec="libvpx-vp9")
@@ -377,13 +309,13 @@ def test_aac_into_webm_is_transcoded_to_opus_and_said(audio_source, tmp_path, ca
 
 def test_pcm_is_copied_into_mov_and_transcoded_to_aac_for_mp4(tmp_path, caplog):
     src = make_source(tmp_path / "pcm.mov", pts=[i * 1001 for i in range(15)], audio=True, audio_codec="pcm_s16le")
-    _, first, end, _ = _audio_span(src)
+    _, first, end, _ = audio_span(src)
     with caplog.at_level("WARNING", logger="streammask"):
         s = run(src, tmp_path / "out", outputs=["heatmap", "matte"], matte_format="prores")
     assert "(pcm_s16le) cannot be stored in .mp4; transcoded to aac" in caplog.text
     assert ".mov" not in caplog.text  # the MOV matte holds PCM as it is
     for key, codec in (("soft.heatmap", "aac"), ("soft.matte", "pcm_s16le")):
-        got_codec, got_first, got_end, n = _audio_span(s.outputs[key])
+        got_codec, got_first, got_end, n = audio_span(s.outputs[key])
         assert got_codec == codec and n > 0, key
         assert abs((got_end - got_first) - (end - first)) <= 2 * 1024 / 44100, key  # AAC: priming + last frame
 
@@ -401,10 +333,10 @@ def test_ffprobe_sees_the_audio(audio_source, tmp_path):
 def test_no_audio_drops_it_and_max_frames_cuts_it(audio_source, tmp_path):
     s = run(audio_source, tmp_path / "none", audio=False)
     for key in ("soft.heatmap", "soft.matte"):
-        assert _audio_packets(s.outputs[key])[0] is None
+        assert audio_packets(s.outputs[key])[0] is None
     cut = run(audio_source, tmp_path / "cut", outputs=["heatmap"], max_frames=6).outputs["soft.heatmap"]
-    _, first, end, _ = _audio_span(cut)
-    _, src_first, src_end, _ = _audio_span(audio_source)
+    _, first, end, _ = audio_span(cut)
+    _, src_first, src_end, _ = audio_span(audio_source)
     assert first == pytest.approx(src_first) and src_end > 0.45
     assert 6 * 1001 / 30000 - 1024 / 44100 <= end <= 6 * 1001 / 30000 + 1024 / 44100  # ends with the video
 
@@ -427,29 +359,10 @@ def test_rotated_source_is_upright_in_every_output(tmp_path):
     assert np.abs(masks[0].astype(float) - ref[0] * 255).mean() < 1
 
 
-def _ffmpeg_colour_source(path: Path, rng: str, matrix: str, colours: np.ndarray) -> Path:
-    """A clip made by the ffmpeg CLI from an RGB picture: converted and tagged with ``matrix`` / ``rng``."""
-    import cv2
-
-    img = np.repeat(colours, 16, 0)[None].repeat(32, 0)
-    png = path.with_suffix(".png")
-    cv2.imwrite(str(png), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    space = {"bt709": "bt709", "bt601": "smpte170m"}[matrix]
-    subprocess.run([FFMPEG, "-v", "error", "-y", "-loop", "1", "-i", str(png), "-frames:v", "4", "-r", "30000/1001",
-                    "-vf", f"scale=out_color_matrix={matrix}:out_range={rng}", "-c:v", "libx264", "-pix_fmt",
-                    "yuv444p", "-color_range", rng, "-colorspace", space, "-color_primaries", space, "-color_trc",
-                    space, str(path)], check=True)
-    return path
-
-
-COLOURS = np.array([[200, 30, 40], [20, 180, 60], [50, 60, 220], [128, 128, 128], [235, 235, 20], [16, 16, 16]],
-                   np.uint8)
-
-
 @needs_ffmpeg
 @pytest.mark.parametrize("rng,matrix", [("tv", "bt709"), ("pc", "bt709"), ("tv", "bt601"), ("pc", "bt601")])
 def test_decoding_honours_matrix_and_range_and_outputs_are_tagged_to_match(tmp_path, rng, matrix):
-    src = _ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
+    src = ffmpeg_colour_source(tmp_path / f"{rng}_{matrix}.mp4", rng, matrix, COLOURS)
     frames, _, _, _ = source_truth(src)
     decoded = frames[0, 16, 8::16].astype(int)
     assert np.abs(decoded - COLOURS).max() <= 3, decoded.tolist()
@@ -666,7 +579,7 @@ def test_cli_output_flags_end_to_end(audio_source, tmp_path, tiny_model_dir, cap
                  "-o", str(out), "--outputs", "heatmap,matte", "--no-audio", "--matte-style", "alpha",
                  "--matte-format", "png16", "--max-frames", "4", "-q"])
     assert code == 0
-    assert _audio_packets(out / "talk.soft.heatmap.mp4")[0] is None
+    assert audio_packets(out / "talk.soft.heatmap.mp4")[0] is None
     imgs, pts, meta = _sequence(out / "talk.soft.matte")
     assert len(imgs) == 4 and imgs[0].ndim == 2 and imgs[0].dtype == np.uint16 and meta["channels"] == 1
     code = main(["run", str(audio_source), "--prompt", "person", "--model", str(tiny_model_dir), "-o", str(out),
