@@ -143,7 +143,8 @@ def test_video_node_file_picker_outputs_and_preview(clipseg, comfy_base):
     choices, opts = StreamMaskVideo.INPUT_TYPES()["required"]["video_file"]
     assert choices == ["none", "carphone.mp4"] and opts["video_upload"] is True  # core Load Video's picker
     out = run_video(clipseg, video_file="carphone.mp4", out_dir="masks", max_frames=6, unique_id="7")
-    mask_path, heatmap_path, matte_path, mask, heatmap, matte = out["result"]
+    mask_path, heatmap_path, matte_path, mask, heatmap, matte, instances_path = out["result"]
+    assert instances_path == ""  # the SAM 3 sidecar's path: none with CLIPSeg
     folder = comfy_base / "output" / "masks"
     assert [Path(p) for p in (mask_path, heatmap_path, matte_path)] == [
         folder / "carphone.soft.mask.mp4", folder / "carphone.soft.heatmap.mp4", folder / "carphone.soft.matte.mov"]
