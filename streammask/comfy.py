@@ -7,23 +7,29 @@ pip-installed); both re-export :data:`NODE_CLASS_MAPPINGS` and :data:`NODE_DISPL
 
 Nodes (categories ``mask/segmentation`` and ``mask/segmentation/video``):
 
-* ``StreamMaskLoadCLIPSeg`` -- loads CLIPSeg once and returns a handle of type
-  ``STREAMMASK_CLIPSEG`` (a :class:`~streammask.model.ClipSeg`): the hub id, or a model folder
-  under ``ComfyUI/models/clipseg`` (registered with ComfyUI's ``folder_paths`` as ``clipseg``,
-  so ``extra_model_paths.yaml`` can add folders). Loaded models are kept in a cache keyed by
-  (model, revision, device, dtype), so re-queueing a workflow does not reload them;
-  :func:`clear_model_cache` empties it.
+* ``StreamMaskLoadCLIPSeg`` -- loads CLIPSeg or SAM 3 once and returns a handle of type
+  ``STREAMMASK_CLIPSEG`` (a :class:`~streammask.model.ClipSeg` or a
+  :class:`~streammask.model.sam3.Sam3Segmenter`, chosen by the model's ``config.json``): a hub id
+  (``CIDAS/clipseg-rd64-refined``, ``facebook/sam3``), or a model folder under ``ComfyUI/models/clipseg``
+  (registered with ComfyUI's ``folder_paths`` as ``clipseg``, so ``extra_model_paths.yaml`` can add
+  folders). Loaded models are kept in a cache keyed by (model, revision, device, dtype), what the
+  loaded object depends on, so re-queueing a workflow does not reload them; :func:`clear_model_cache`
+  empties it. SAM 3's tracking options (``sam3_max_objects``, ``sam3_forget_after``) are inputs of
+  the nodes that run it, applied to a view of the loaded model (:meth:`Sam3Segmenter.with_options`).
 * ``StreamMaskMixlab``, ``StreamMaskEssentials``, ``StreamMaskMaskByText`` -- the ``mixlab``,
   ``essentials`` and ``masquerade`` variants on a ComfyUI ``IMAGE`` batch (``(B, H, W, 3)`` float
   in ``[0, 1]``), with the seed nodes' input names, defaults, ranges and outputs, plus the
   ``clipseg`` handle (Mask By Text adds ``MASK`` copies of its two ``IMAGE``-typed masks).
-  Batches run in chunks of :data:`CHUNK_FRAMES` frames to bound device memory.
+  Batches run in chunks of :data:`CHUNK_FRAMES` frames to bound device memory. CLIPSeg only: with
+  a SAM 3 handle they refuse with the pipeline's reason (the variants are tuned to CLIPSeg).
 * ``StreamMaskVideoFrames`` -- any variant over the frames of a loaded video (an ``IMAGE``
   batch), with temporal smoothing across the batch (and across the chunks a VideoHelperSuite
-  Meta Batch Manager feeds): ``MASK`` + heatmap ``IMAGE``, as many frames as came in.
+  Meta Batch Manager feeds): ``MASK`` + heatmap ``IMAGE``, as many frames as came in. With SAM 3
+  (``soft`` only) the frames go through one tracker in order, so ids and masks continue across chunks.
 * ``StreamMaskVideo`` -- streams a whole video file (a ``VIDEO`` input, a file in ComfyUI's
   input folder or a path) through :func:`~streammask.pipeline.process_video`, never holding it
-  in memory, and returns the written files as paths and as ``VIDEO`` outputs, with a preview.
+  in memory, and returns the written files as paths and as ``VIDEO`` outputs, with a preview;
+  with SAM 3 also ``instances = separate`` (a track per object id) and the JSON sidecar's path.
 
 Every widget input is generated from a :class:`~streammask.params.Param` declaration (the
 variant's ``params``, ``RUN_PARAMS`` and ``TEMPORAL_PARAMS``), the same ones the CLI and
@@ -47,10 +53,12 @@ import torch
 from .errors import ModelLoadError, ParameterError, SourceNotFoundError, StreamMaskError
 from .model.clipseg import DEFAULT_MODEL, ClipSeg, load_clipseg, resolve_device, resolve_dtype
 from .model.hub import hub_reachable, in_cache
+from .model.sam3 import SAM3_GATED, SAM3_MODEL, SAM3_PARAMS, Sam3Segmenter, is_sam3_model, load_sam3
 from .params import Param, ParamSet
-from .pipeline.core import MaskPipeline
+from .pipeline.core import MaskPipeline, check_supported_variants
 from .pipeline.run import process_video
 from .pipeline.settings import OUTPUT_KINDS, RUN_PARAMS
+from .refine import REFINE_PARAMS
 from .temporal.smoothers import TEMPORAL_PARAMS
 from .variants import VARIANTS, check_prompt, get_variant
 
@@ -67,10 +75,14 @@ MODEL_TYPE = "STREAMMASK_CLIPSEG"
 MODEL_FOLDER = "clipseg"  # ComfyUI/models/clipseg, one folder per model
 CHUNK_FRAMES = 16  # frames per model call at 352x352; larger model inputs get proportionally fewer
 NO_FILE = "none"  # the file picker's entry for "no file: use the video input or video_path"
+LOADER_NAME = "Load CLIPSeg / SAM 3 (StreamMask)"
 
-# (model, revision, device, dtype) -> loaded model. A cache, not configuration:
-# the handle always travels through the graph; this only avoids reloading.
-_MODEL_CACHE: dict[tuple[str, str | None, str, str], ClipSeg] = {}
+ModelHandle = ClipSeg | Sam3Segmenter
+"""What travels on a ``STREAMMASK_CLIPSEG`` link: a loaded CLIPSeg or SAM 3."""
+
+# (model, revision, device, dtype) -> loaded model: what the loaded object depends on (the model's kind
+# follows from its name). A cache, not configuration: the handle always travels through the graph.
+_MODEL_CACHE: dict[tuple[str, str | None, str, str], ModelHandle] = {}
 
 
 # -- inputs generated from Param declarations ----------------------------------
@@ -86,7 +98,7 @@ def _widgets(params, **per_name_ui: dict) -> dict[str, tuple]:
 
 
 def _handle_input() -> dict[str, tuple]:
-    return {"clipseg": (MODEL_TYPE, {"tooltip": "the model from a Load CLIPSeg (StreamMask) node"})}
+    return {"clipseg": (MODEL_TYPE, {"tooltip": f"the model (CLIPSeg or SAM 3) from a {LOADER_NAME} node"})}
 
 
 def _prompt_param(name: str, *, multiline: bool) -> Param:
@@ -245,6 +257,11 @@ def _check_downloadable(name: str, revision: str | None, label: str) -> None:
         folders = register_model_folder()
         target = (folders[-1] if folders else Path("ComfyUI/models/clipseg")) / name.split("/")[-1]
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
+        if name == SAM3_MODEL:  # gated: the license comes before the download
+            raise ModelLoadError(
+                f"{label} {name!r} is not downloaded yet and {why}: {SAM3_GATED}, then download it once where "
+                f"there is network (`hf auth login`, then `hf download {name} --local-dir {target}`) and pick "
+                f"{target.name!r} in model, or set model_path to a local copy")
         raise ModelLoadError(
             f"{label} {name!r} is not downloaded yet and {why}: download it once where there is network "
             f"(`hf download {name} --local-dir {target}`), then pick {target.name!r} in model, or set model_path "
@@ -252,11 +269,12 @@ def _check_downloadable(name: str, revision: str | None, label: str) -> None:
 
 
 def _loader_params() -> ParamSet:
-    names = tuple(dict.fromkeys((DEFAULT_MODEL, *local_models())))
+    names = tuple(dict.fromkeys((DEFAULT_MODEL, SAM3_MODEL, *local_models())))
     return ParamSet((
-        Param("model", "choice", DEFAULT_MODEL, "the Hugging Face id (downloaded once into the hub cache) or a model "
-              "folder found in ComfyUI/models/clipseg (one folder per model: config.json, model.safetensors, the "
-              "tokenizer and preprocessor files)", choices=names),
+        Param("model", "choice", DEFAULT_MODEL, "a Hugging Face id (downloaded once into the hub cache; facebook/sam3 "
+              "is gated: accept Meta's SAM License on its page and log in first) or a model folder found in "
+              "ComfyUI/models/clipseg (one folder per model: config.json, *.safetensors, the tokenizer and "
+              "preprocessor files); CLIPSeg or SAM 3, told apart by the model's config.json", choices=names),
         Param("device", "choice", "auto", "where the model runs (auto: CUDA when available)", choices=_device_choices()),
         RUN_PARAMS["dtype"],
         Param("model_path", "str", "", "another model, used instead of model when not empty: a Hugging Face id or a "
@@ -332,13 +350,22 @@ class _ComfyProgress:
             self._bar.update(n)
 
 
-def _check_handle(clipseg: Any) -> ClipSeg:
-    if not isinstance(clipseg, ClipSeg):
-        raise ParameterError("clipseg", type(clipseg).__name__, "the output of a Load CLIPSeg (StreamMask) node")
+def _check_handle(clipseg: Any) -> ModelHandle:
+    if not isinstance(clipseg, (ClipSeg, Sam3Segmenter)):
+        raise ParameterError("clipseg", type(clipseg).__name__,
+                             f"a CLIPSeg or a SAM 3 model: the output of a {LOADER_NAME} node")
     return clipseg
 
 
-def _run_pipeline(clipseg: ClipSeg, image: Any, prompt: str, variant: str, params: Mapping[str, Any], take) -> None:
+def _with_sam3_options(seg: ModelHandle, p: Mapping[str, Any]) -> ModelHandle:
+    """A SAM 3 handle with the node's ``sam3_max_objects`` / ``sam3_forget_after`` (a view sharing the
+    weights: nothing reloads); a CLIPSeg handle as it is (the options are SAM 3's)."""
+    if not isinstance(seg, Sam3Segmenter):
+        return seg
+    return seg.with_options(**{q.name: p[q.name] for q in SAM3_PARAMS})
+
+
+def _run_pipeline(clipseg: ModelHandle, image: Any, prompt: str, variant: str, params: Mapping[str, Any], take) -> None:
     """Run ``variant`` over the batch in chunks; ``take(slice, VariantOutput)`` stores each chunk's results."""
     frames = _as_bhwc(image)
     pipe = MaskPipeline(_check_handle(clipseg), prompt=prompt, variants={variant: params})
@@ -352,10 +379,16 @@ def _run_pipeline(clipseg: ClipSeg, image: Any, prompt: str, variant: str, param
 # -- nodes -----------------------------------------------------------------------
 
 class StreamMaskLoadCLIPSeg:
-    """Load CLIPSeg (the hub id, or a folder of safetensors weights in ComfyUI/models/clipseg) once, as a handle."""
+    """Load CLIPSeg or SAM 3 (a hub id, or a folder of safetensors weights in ComfyUI/models/clipseg) once, as a handle.
 
-    DESCRIPTION = ("Loads CLIPSeg for the StreamMask nodes: the Hugging Face id, or a model folder in "
-                   "ComfyUI/models/clipseg. Loaded models are cached and reused across runs.")
+    Which one is read from the model's ``config.json`` (``model_type = "sam3_video"``: SAM 3), as
+    ``streammask run --model`` does; a hub id that is not downloaded is judged by its name. The class
+    name stays ``StreamMaskLoadCLIPSeg`` and the output type ``STREAMMASK_CLIPSEG`` (saved workflows use them).
+    """
+
+    DESCRIPTION = ("Loads CLIPSeg or SAM 3 for the StreamMask nodes: a Hugging Face id (CIDAS/clipseg-rd64-refined, "
+                   "facebook/sam3: gated, accept its license first), or a model folder in ComfyUI/models/clipseg. "
+                   "Loaded models are cached and reused across runs.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("clipseg",)
@@ -369,10 +402,10 @@ class StreamMaskLoadCLIPSeg:
                 "optional": _widgets(p for p in params if p.name not in cls.REQUIRED)}
 
     def load(self, model: str, device: str = "auto", dtype: str = "auto", model_path: str = "",
-             revision: str = "") -> tuple[ClipSeg]:
+             revision: str = "") -> tuple[ModelHandle]:
         with _input_names():
             p = _loader_params().validate(dict(model=model, device=device, dtype=dtype, model_path=model_path or "",
-                                               revision=revision or ""), where="Load CLIPSeg (StreamMask)")
+                                               revision=revision or ""), where=LOADER_NAME)
             dev = resolve_device(p["device"])
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
@@ -390,8 +423,9 @@ class StreamMaskLoadCLIPSeg:
                                      "only (convert with transformers' save_pretrained(..., safe_serialization=True))")
             if not is_local:
                 _check_downloadable(name, revision_, label)
+            load = load_sam3 if is_sam3_model(name, revision_) else load_clipseg  # as load_from_settings picks
             try:
-                _MODEL_CACHE[key] = load_clipseg(name, revision=revision_, device=dev, dtype=dt)
+                _MODEL_CACHE[key] = load(name, revision=revision_, device=dev, dtype=dt)
             except ParameterError:
                 raise
             except StreamMaskError as exc:  # the library's message, in the node's words
@@ -424,7 +458,7 @@ class StreamMaskMixlab:
             "optional": _widgets(VARIANTS[cls.VARIANT].params),
         }
 
-    def segment_image(self, image: torch.Tensor, text: str, clipseg: ClipSeg, **params: Any):
+    def segment_image(self, image: torch.Tensor, text: str, clipseg: ModelHandle, **params: Any):
         """Returns ``Mask`` ``(B, H, W)``, ``Heatmap Mask`` and ``BW Mask`` ``(B, H, W, 3)``, float in ``[0, 1]``."""
         with _input_names(prompt="text"):
             p = VARIANTS[self.VARIANT].validate(params, where=NODE_DISPLAY_NAME_MAPPINGS[type(self).__name__])
@@ -463,7 +497,7 @@ class StreamMaskEssentials:
             "optional": _widgets(p for p in params if p.name not in cls.SEED_INPUTS),
         }
 
-    def execute(self, image: torch.Tensor, clipseg: ClipSeg, prompt: str, **params: Any):
+    def execute(self, image: torch.Tensor, clipseg: ModelHandle, prompt: str, **params: Any):
         """Returns ``mask`` ``(B, H, W)`` float (bicubic: may leave ``[0, 1]`` unless ``clamp``, as the seed)."""
         with _input_names():
             p = VARIANTS[self.VARIANT].validate(params, where=NODE_DISPLAY_NAME_MAPPINGS[type(self).__name__])
@@ -518,7 +552,7 @@ class StreamMaskMaskByText:
             "optional": _widgets(params[n] for n in cls.EXTRA_INPUTS),
         }
 
-    def get_mask(self, image: torch.Tensor, clipseg: ClipSeg, prompt: str, **params: Any):
+    def get_mask(self, image: torch.Tensor, clipseg: ModelHandle, prompt: str, **params: Any):
         """Returns ``thresholded_mask`` (0/1) and ``raw_mask``, each ``(B, H, W)`` float, then the same typed ``MASK``."""
         variant = get_variant(self.VARIANT)
         unknown = [k for k in params if k not in self.SEED_INPUTS + self.EXTRA_INPUTS]
@@ -527,6 +561,7 @@ class StreamMaskMaskByText:
         with _input_names():
             p = self._params().validate(params, where=NODE_DISPLAY_NAME_MAPPINGS[type(self).__name__])
         seg = _check_handle(clipseg)
+        check_supported_variants(seg, [self.VARIANT])  # SAM 3: the pipeline's refusal, with its reason
         check_prompt(prompt)
         frames = _as_bhwc(image)
         b, h, w = frames.shape[:3]
@@ -584,8 +619,9 @@ def _variant_inputs() -> tuple[Param, Param]:
 
 
 def _frames_params() -> ParamSet:
+    # new inputs go last: a saved workflow keeps its widget values by position
     return ParamSet((RUN_PARAMS["prompt"], *_variant_inputs(), RUN_PARAMS["heatmap_alpha"], RUN_PARAMS["colormap"],
-                     *TEMPORAL_PARAMS), owner="StreamMaskVideoFrames")
+                     *TEMPORAL_PARAMS, *SAM3_PARAMS), owner="StreamMaskVideoFrames")
 
 
 class StreamMaskVideoFrames:
@@ -627,17 +663,19 @@ class StreamMaskVideoFrames:
                                         "carry the smoothing from one chunk of the video to the next"})},
         }
 
-    def segment_frames(self, clipseg: ClipSeg, images: torch.Tensor, prompt: str, variant: str,
+    def segment_frames(self, clipseg: ModelHandle, images: torch.Tensor, prompt: str, variant: str,
                        meta_batch: Any = None, **inputs: Any):
         """Returns ``mask`` ``(B, H, W)`` float and ``heatmap`` ``(B, H, W, 3)`` float in ``[0, 1]``."""
         with _input_names():
             p = _frames_params().validate(dict(inputs, prompt=prompt, variant=variant),
                                           where="CLIPSeg Video Frames (StreamMask)")
-        seg = _check_handle(clipseg)
+        seg = _with_sam3_options(_check_handle(clipseg), p)
         params = parse_variant_params(p.pop("variant_params"), p["variant"])
         temporal = {t.name: p[t.name] for t in TEMPORAL_PARAMS}
-        pipe = MaskPipeline(seg, prompt=p["prompt"], variants={variant: params}, heatmap_alpha=p["heatmap_alpha"],
-                            colormap=p["colormap"], **temporal)
+        with _input_names(variants="variant"):
+            # one pipeline for the whole batch: SAM 3's tracker sees the frames in order, chunk after chunk
+            pipe = MaskPipeline(seg, prompt=p["prompt"], variants={variant: params}, heatmap_alpha=p["heatmap_alpha"],
+                                colormap=p["colormap"], **temporal)
         frames = _as_bhwc(images, "images")
         b, h, w = frames.shape[:3]
         carry = meta_batch is not None
@@ -645,7 +683,8 @@ class StreamMaskVideoFrames:
             raise ParameterError("temporal", f"{p['temporal']} (window_align = {p['window_align']})",
                                  "a causal smoother with meta_batch: ema, hysteresis, flow, or median/mean with "
                                  "window_align = trailing (a centered window would need the next chunk's frames)")
-        key = (p["prompt"], variant, tuple(sorted(params.items())), tuple(sorted(temporal.items())), (h, w))
+        key = (p["prompt"], variant, tuple(sorted(params.items())), tuple(sorted(temporal.items())), (h, w),
+               type(seg).__name__, tuple(p[q.name] for q in SAM3_PARAMS))
         if carry and self._carry is not None and self._carry[0] == key:
             pipe.load_stream_state(self._carry[1])
         self._carry = None
@@ -705,6 +744,10 @@ def _video_params() -> ParamSet:
                             help="image or video behind the foreground for matte_style=background (a relative path "
                                  "is looked up in ComfyUI's input folder)"),
         *TEMPORAL_PARAMS,
+        # new inputs go last (a saved workflow keeps its widget values by position), all optional with defaults
+        RUN_PARAMS["instances"],
+        *SAM3_PARAMS,
+        *REFINE_PARAMS,
     ), owner="StreamMaskVideo")
 
 
@@ -768,9 +811,17 @@ def _preview(paths: Mapping[str, Path]) -> list[dict[str, str]]:
     return items
 
 
+def _track_paths(outputs: Mapping[str, Path], variant: str, kind: str) -> list[Path]:
+    """``instances = separate``: the per-object tracks of ``kind`` (``VARIANT.idN.KIND``), by id."""
+    pattern = re.compile(rf"{re.escape(variant)}\.id(\d+)\.{kind}")
+    found = [(int(m.group(1)), path) for key, path in outputs.items() if (m := pattern.fullmatch(key))]
+    return [path for _, path in sorted(found)]
+
+
 def _video_outputs(paths: Mapping[str, Path], settings: Mapping[str, Any]) -> tuple:
     """The ``VIDEO`` outputs: ComfyUI's ``VideoFromFile`` of each written file; a blocker with a
-    message for an output that was not requested or is an image sequence. ``None`` outside ComfyUI."""
+    message for an output that was not requested, is an image sequence or (``instances = separate``)
+    is one track per object. ``None`` outside ComfyUI."""
     try:
         from comfy_api.input_impl import VideoFromFile
         from comfy_execution.graph_utils import ExecutionBlocker
@@ -779,7 +830,10 @@ def _video_outputs(paths: Mapping[str, Path], settings: Mapping[str, Any]) -> tu
     out = []
     for kind in OUTPUT_KINDS:
         path = paths.get(kind)
-        if path is None:
+        if settings["instances"] == "separate" and kind in settings["outputs"] and kind != "heatmap":
+            out.append(ExecutionBlocker(f"StreamMask Video: instances = separate writes one {kind} track per object "
+                                        f"id, not one video (their paths are in {kind}_path, one per line)"))
+        elif path is None:
             out.append(ExecutionBlocker(f"StreamMask Video: the {kind} output was not written "
                                         f"(outputs = {','.join(settings['outputs'])})"))
         elif path.is_dir():
@@ -801,13 +855,25 @@ class StreamMaskVideo:
     Save Video remuxes into MP4, which takes H.264/H.265/VP9 but not the ProRes matte); the mp4/webm
     files under the output folder are shown on the node. The node runs again when one of the files
     its last run wrote is gone.
+
+    With a SAM 3 handle: ``instances = union`` gives the same three files (every instance together);
+    ``instances = separate`` writes one mask and one matte track per object id
+    (``{stem}.{variant}.idN.{kind}.{ext}``, each as long as the clip): ``mask_path`` and ``matte_path``
+    then hold their paths one per line, in id order (their ``VIDEO`` outputs are blocked: there is no
+    single file), ``heatmap`` is the colour-per-id overlay. ``instances_path`` is the JSON sidecar of
+    ids, prompts, scores and boxes per frame (``{stem}.sam3.instances.json``; ``''`` without one).
+    ``sam3_max_objects`` / ``sam3_forget_after`` apply to this run (the loaded weights are shared).
+    The refinement inputs (``refine``, ``choke``, ``feather``, ...) work as ``streammask run``'s.
     """
 
-    DESCRIPTION = ("Streams a video through CLIPSeg (never holding it in memory) and writes mask / heatmap / matte "
-                   "files named {stem}.{variant}.{kind}.{ext}; returns their paths and the files as VIDEO.")
+    DESCRIPTION = ("Streams a video through CLIPSeg or SAM 3 (never holding it in memory) and writes mask / heatmap / "
+                   "matte files named {stem}.{variant}.{kind}.{ext}; returns their paths and the files as VIDEO. With "
+                   "SAM 3 and instances = separate: one mask / matte track per object id (their paths one per line), "
+                   "a colour-per-id heatmap and a JSON sidecar (instances_path).")
     CATEGORY = VIDEO_CATEGORY
-    RETURN_TYPES = ("STRING", "STRING", "STRING", "VIDEO", "VIDEO", "VIDEO")
-    RETURN_NAMES = ("mask_path", "heatmap_path", "matte_path", "mask", "heatmap", "matte")
+    # new outputs go last: saved workflows link outputs by index
+    RETURN_TYPES = ("STRING", "STRING", "STRING", "VIDEO", "VIDEO", "VIDEO", "STRING")
+    RETURN_NAMES = ("mask_path", "heatmap_path", "matte_path", "mask", "heatmap", "matte", "instances_path")
     FUNCTION = "run"
     OUTPUT_NODE = True  # it writes files: run even when nothing consumes its outputs
     # video_file is required because ComfyUI's frontend adds its upload button to required combos only
@@ -850,10 +916,10 @@ class StreamMaskVideo:
             return ""
         return f"{st.st_mtime_ns}:{st.st_size}"
 
-    def run(self, clipseg: ClipSeg, video: Any = None, unique_id: Any = None, **inputs: Any) -> dict[str, Any]:
+    def run(self, clipseg: ModelHandle, video: Any = None, unique_id: Any = None, **inputs: Any) -> dict[str, Any]:
         with _input_names():
             p = _video_params().validate(inputs, where="CLIPSeg Video File (StreamMask)")
-        seg = _check_handle(clipseg)
+        seg = _with_sam3_options(_check_handle(clipseg), p)
         variant = p["variant"]
         variant_params = parse_variant_params(p["variant_params"], variant)
         source, tmp = _video_source(video, p["video_file"], p["video_path"])
@@ -868,17 +934,19 @@ class StreamMaskVideo:
             progress.done = done
 
         try:
-            summary = process_video(
-                source, out_dir=_resolve(p["out_dir"], "output"), prompt=p["prompt"],
-                variants={variant: variant_params}, outputs=p["outputs"],
-                batch_size=p["batch_size"] or None, mask_format=p["mask_format"], heatmap_format=p["heatmap_format"],
-                matte_format=p["matte_format"], heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"],
-                max_frames=p["max_frames"] or None, progress=p["progress"], segmenter=seg, on_batch=on_batch,
-                audio=p["audio"], matte_style=p["matte_style"], matte_color=p["matte_color"],
-                background=_resolve(p["background"], "input") if p["background"].strip() else None,
-                overwrite=True,  # a node re-run replaces its own outputs, as ComfyUI users expect
-                **{t.name: p[t.name] for t in TEMPORAL_PARAMS},
-            )
+            with _input_names(variants="variant"):  # SAM 3 refuses the seed variants: name the node's input
+                summary = process_video(
+                    source, out_dir=_resolve(p["out_dir"], "output"), prompt=p["prompt"],
+                    variants={variant: variant_params}, outputs=p["outputs"], batch_size=p["batch_size"] or None,
+                    mask_format=p["mask_format"], heatmap_format=p["heatmap_format"], matte_format=p["matte_format"],
+                    heatmap_alpha=p["heatmap_alpha"], colormap=p["colormap"], max_frames=p["max_frames"] or None,
+                    progress=p["progress"], segmenter=seg, on_batch=on_batch, audio=p["audio"],
+                    matte_style=p["matte_style"], matte_color=p["matte_color"],
+                    background=_resolve(p["background"], "input") if p["background"].strip() else None,
+                    overwrite=True,  # a node re-run replaces its own outputs, as ComfyUI users expect
+                    instances=p["instances"],
+                    **{q.name: p[q.name] for q in (*TEMPORAL_PARAMS, *REFINE_PARAMS)},
+                )
         except ParameterError:
             raise
         except StreamMaskError as exc:  # the library's message, in the node's words
@@ -888,13 +956,18 @@ class StreamMaskVideo:
                 shutil.rmtree(tmp, ignore_errors=True)
         paths = {kind: summary.outputs[f"{variant}.{kind}"] for kind in OUTPUT_KINDS
                  if f"{variant}.{kind}" in summary.outputs}
+        # instances = separate: a track per object id for mask and matte, their paths one per line, by id
+        tracks = {kind: _track_paths(summary.outputs, variant, kind) for kind in OUTPUT_KINDS}
+        sidecar = summary.outputs.get("instances")
         if unique_id is not None:
             written = type(self)._written
             written.pop(key := self._record_key(unique_id, inputs), None)
-            written[key] = tuple(str(path) for path in paths.values())
+            written[key] = tuple(str(path) for path in summary.outputs.values())
             while len(written) > self._WRITTEN_KEPT:
                 written.pop(next(iter(written)))
-        result = (*(str(paths.get(kind, "")) for kind in OUTPUT_KINDS), *_video_outputs(paths, p))
+        result = (*("\n".join(map(str, tracks[kind])) if tracks[kind] else str(paths.get(kind, ""))
+                    for kind in OUTPUT_KINDS),
+                  *_video_outputs(paths, p), str(sidecar) if sidecar is not None else "")
         preview = _preview(paths)
         return {"ui": {"images": preview, "animated": (True,)}, "result": result} if preview else {"result": result}
 
@@ -909,7 +982,7 @@ NODE_CLASS_MAPPINGS = {
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "StreamMaskLoadCLIPSeg": "Load CLIPSeg (StreamMask)",
+    "StreamMaskLoadCLIPSeg": LOADER_NAME,
     "StreamMaskMixlab": "CLIPSeg (StreamMask, mixlab)",
     "StreamMaskEssentials": "Apply CLIPSeg+ (StreamMask, essentials)",
     "StreamMaskMaskByText": "Mask By Text (StreamMask, masquerade)",

@@ -326,7 +326,8 @@ def test_comfy_progress_and_cancel(clipseg, image, monkeypatch):
     (StreamMaskMaskByText, dict(prompt="  "), "prompt"),
     (StreamMaskEssentials, dict(prompt="car", image=torch.zeros(2, 3, 8, 8, dtype=torch.uint8)), "image"),
     (StreamMaskEssentials, dict(prompt="car", image=torch.zeros(2, 8, 8, 2)), "image"),
-    (StreamMaskEssentials, dict(prompt="car", clipseg="not a model"), "clipseg"),
+    (StreamMaskEssentials, dict(prompt="car", clipseg="not a model"),
+     r"^clipseg='str' is not allowed: expected a CLIPSeg or a SAM 3 model: the output of a Load CLIPSeg / SAM 3"),
 ])
 def test_bad_inputs(clipseg, image, cls, given, match):
     given = {"image": image[:1], "clipseg": clipseg, **given}
@@ -350,7 +351,7 @@ def test_video_node_writes_playable_files(clipseg, carphone, tmp_path):
         max_frames=10, progress=False)
     assert "ui" not in out  # no preview without ComfyUI's output folder
     mask, heatmap, matte = out["result"][:3]
-    assert out["result"][3:] == (None, None, None)
+    assert out["result"][3:] == (None, None, None, "")  # the VIDEOs need ComfyUI; no sidecar without SAM 3
     assert [Path(p).name for p in (mask, heatmap, matte)] == [
         "carphone.mixlab.mask.mp4", "carphone.mixlab.heatmap.mp4", "carphone.mixlab.matte.mov"]
     for path in (mask, heatmap, matte):
@@ -462,7 +463,8 @@ def test_model_folder_registered_and_listed(comfy_base, tiny_model_dir, tmp_path
     assert comfy.register_model_folder() == [extra, base / "models" / "clipseg"]
     assert comfy.register_model_folder() == [extra, base / "models" / "clipseg"]  # idempotent
     choices, opts = StreamMaskLoadCLIPSeg.INPUT_TYPES()["required"]["model"]
-    assert choices == ["CIDAS/clipseg-rd64-refined", "tiny-extra", "CIDAS/tiny"] and opts["default"] == choices[0]
+    assert choices == ["CIDAS/clipseg-rd64-refined", "facebook/sam3", "tiny-extra", "CIDAS/tiny"]
+    assert opts["default"] == choices[0]
     (handle,) = call_node(StreamMaskLoadCLIPSeg, model="CIDAS/tiny", device="cpu")
     assert handle.name == str((base / "models" / "clipseg" / "CIDAS" / "tiny").resolve())
 
@@ -507,6 +509,95 @@ def test_model_folder_without_safetensors(comfy_base, tiny_model_dir):
         f.rename(f.with_suffix(".bin"))
     with pytest.raises(ModelLoadError, match=r"^model_path '.*pickled' holds no \.safetensors weights"):
         call_node(StreamMaskLoadCLIPSeg, model_path="pickled", device="cpu")
+
+
+# -- SAM 3 through the loader ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sam3_handle(tiny_sam3_dir):
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_sam3_dir), device="cpu")
+    return handle
+
+
+def test_loader_loads_sam3_from_the_model_folder(comfy_base, tiny_sam3_dir, sam3_handle):
+    from streammask.model.sam3 import Sam3Segmenter
+
+    base, _ = comfy_base
+    link_model(tiny_sam3_dir, base / "models" / "clipseg" / "sam3-tiny")
+    choices = StreamMaskLoadCLIPSeg.INPUT_TYPES()["required"]["model"][0]
+    assert choices == ["CIDAS/clipseg-rd64-refined", "facebook/sam3", "sam3-tiny"]
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model="sam3-tiny", device="cpu")
+    # SAM 3, told by its config.json, with the options' defaults (they are the running nodes' inputs)
+    assert isinstance(handle, Sam3Segmenter) and handle.name == str(tiny_sam3_dir.resolve())
+    assert (handle.max_objects, handle.forget_after) == (16, 300) and handle.dtype == torch.float32
+    # the cache key is what the loaded object depends on: the resolved folder (the link and the real path are
+    # one model), revision, device, dtype
+    assert handle is sam3_handle
+    (again,) = call_node(StreamMaskLoadCLIPSeg, model="sam3-tiny", device="cpu", dtype="float32")
+    assert again is handle
+    (half,) = call_node(StreamMaskLoadCLIPSeg, model="sam3-tiny", device="cpu", dtype="bfloat16")
+    assert isinstance(half, Sam3Segmenter) and half is not handle and half.dtype == torch.bfloat16
+    with pytest.raises(ParameterError, match=r"^dtype='int8' is not allowed: expected .* with SAM 3"):
+        call_node(StreamMaskLoadCLIPSeg, model="sam3-tiny", device="cpu", dtype="int8")
+
+
+def test_sam3_options_make_a_view_not_a_reload(sam3_handle):
+    view = sam3_handle.with_options(sam3_max_objects=2, sam3_forget_after=5)
+    assert view is not sam3_handle and view.model is sam3_handle.model and view.lock is sam3_handle.lock
+    assert (view.max_objects, view.forget_after) == (2, 5) and (sam3_handle.max_objects, sam3_handle.forget_after) == (16, 300)
+    assert sam3_handle.with_options(sam3_max_objects=16) is sam3_handle
+    with pytest.raises(ParameterError, match="^sam3_max_objects=0"):
+        sam3_handle.with_options(sam3_max_objects=0)
+
+
+@pytest.mark.parametrize("cls, given", [
+    (StreamMaskMixlab, dict(text="car")),
+    (StreamMaskEssentials, dict(prompt="car")),
+    (StreamMaskMaskByText, dict(prompt="car")),
+])
+def test_seed_nodes_refuse_sam3_with_the_pipelines_reason(sam3_handle, image, cls, given):
+    """The seed variants reproduce CLIPSeg nodes: with SAM 3 each node refuses as MaskPipeline does, with why."""
+    variant = cls.VARIANT
+    with pytest.raises(ParameterError) as pipeline_err:
+        MaskPipeline(sam3_handle, prompt="car", variants=(variant,))
+    with pytest.raises(ParameterError) as err:
+        call_node(cls, image=image[:1], clipseg=sam3_handle, **given)
+    assert str(err.value) == str(pipeline_err.value)
+    assert str(err.value).startswith(f"variants={variant!r} is not allowed: expected 'soft' with Sam3Segmenter: "
+                                     "mixlab, essentials and masquerade reproduce ComfyUI CLIPSeg nodes")
+
+
+def test_sam3_not_downloaded_message(comfy_base, monkeypatch):
+    base, _ = comfy_base
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(comfy, "in_cache", lambda name, revision: False)
+    with pytest.raises(ModelLoadError) as err:
+        call_node(StreamMaskLoadCLIPSeg, device="cpu", model="facebook/sam3")
+    message = str(err.value)
+    target = base / "models" / "clipseg" / "sam3"
+    assert message == (
+        "model 'facebook/sam3' is not downloaded yet and HF_HUB_OFFLINE is set: facebook/sam3 is gated: accept "
+        "Meta's SAM License on https://huggingface.co/facebook/sam3 while logged in, then download it once where "
+        f"there is network (`hf auth login`, then `hf download facebook/sam3 --local-dir {target}`) and pick 'sam3' "
+        "in model, or set model_path to a local copy")
+
+
+def test_sam3_gated_download_message_in_node_words(comfy_base, monkeypatch):
+    """The hub answers 401 for a gated model: load_sam3's one sentence, in the node's words."""
+    from streammask.model import sam3
+
+    def refused(*args, **kwargs):
+        raise OSError("401 Client Error. Cannot access gated repo for url https://huggingface.co/facebook/sam3")
+
+    monkeypatch.setattr(comfy, "in_cache", lambda name, revision: True)  # past the download check: the load fails
+    monkeypatch.setattr(sam3, "from_pretrained", refused)
+    with pytest.raises(ModelLoadError) as err:
+        call_node(StreamMaskLoadCLIPSeg, device="cpu", model="facebook/sam3")
+    assert str(err.value) == (
+        "Cannot download the SAM 3 weights 'facebook/sam3': access is gated; facebook/sam3 is gated: accept Meta's "
+        "SAM License on https://huggingface.co/facebook/sam3 while logged in, then run `hf auth login` and "
+        "`hf download facebook/sam3` once where there is network, or set model_path to a local copy (a folder in "
+        "ComfyUI/models/clipseg).")
 
 
 def test_library_messages_in_node_words():

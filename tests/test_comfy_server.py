@@ -222,13 +222,16 @@ def test_nodes_load_from_the_clone(server):
     # the package comes from the clone (git pull updates it), whatever else the server's Python has installed
     assert f"streammask nodes: the streammask package in {server.root / 'custom_nodes' / 'streammask' / 'streammask'}" \
         in log, log[-3000:]
-    # the model list: the hub id and the model found in the folder extra_model_paths.yaml adds
+    # the model list: the hub ids (CLIPSeg, SAM 3) and the model found in the folder extra_model_paths.yaml adds
     choices = info["StreamMaskLoadCLIPSeg"]["input"]["required"]["model"][0]
-    assert choices == ["CIDAS/clipseg-rd64-refined", "tiny"]
+    assert choices == ["CIDAS/clipseg-rd64-refined", "facebook/sam3", "tiny"]
     assert (server.root / "models" / "clipseg").is_dir()  # where users put models, created by the pack
     picker = info["StreamMaskVideo"]["input"]["required"]["video_file"]
     assert picker[0] == ["none", "carphone.mp4", "long.mp4"] and picker[1]["video_upload"] is True
-    assert info["StreamMaskVideo"]["output"] == ["STRING", "STRING", "STRING", "VIDEO", "VIDEO", "VIDEO"]
+    # new outputs are appended (saved workflows link outputs by index): the SAM 3 sidecar's path last
+    assert info["StreamMaskVideo"]["output"] == ["STRING", "STRING", "STRING", "VIDEO", "VIDEO", "VIDEO", "STRING"]
+    optional = info["StreamMaskVideo"]["input"]["optional"]
+    assert optional["instances"][0] == ["union", "separate"] and optional["refine"][0] == ["none", "guided"]
     assert info["StreamMaskMaskByText"]["output"] == ["IMAGE", "IMAGE", "MASK", "MASK"]
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
 import sys
@@ -19,11 +20,13 @@ import torch
 
 import comfy_fakes
 from conftest import CARPHONE, write_synthetic_clip
-from streammask import MaskPipeline, ParameterError
+from PIL import Image
+
+from streammask import MaskPipeline, ParameterError, process_video
 from streammask import comfy
 from streammask.comfy import StreamMaskLoadCLIPSeg, StreamMaskVideo, StreamMaskVideoFrames
 from streammask.io.video import read_batches
-from test_comfy import call_node, count_frames
+from test_comfy import call_node, comfy_kwargs, count_frames
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,7 @@ def test_frames_node_rejects(clipseg, video_frames, given, match):
 # -- the streaming file node ---------------------------------------------------------------
 
 def run_video(clipseg, **given):
-    return call_node(StreamMaskVideo, clipseg=clipseg, prompt="car", progress=False, **given)
+    return call_node(StreamMaskVideo, clipseg=clipseg, **{"prompt": "car", "progress": False, **given})
 
 
 def test_video_node_file_picker_outputs_and_preview(clipseg, comfy_base):
@@ -140,7 +143,8 @@ def test_video_node_file_picker_outputs_and_preview(clipseg, comfy_base):
     choices, opts = StreamMaskVideo.INPUT_TYPES()["required"]["video_file"]
     assert choices == ["none", "carphone.mp4"] and opts["video_upload"] is True  # core Load Video's picker
     out = run_video(clipseg, video_file="carphone.mp4", out_dir="masks", max_frames=6, unique_id="7")
-    mask_path, heatmap_path, matte_path, mask, heatmap, matte = out["result"]
+    mask_path, heatmap_path, matte_path, mask, heatmap, matte, instances_path = out["result"]
+    assert instances_path == ""  # the SAM 3 sidecar's path: none with CLIPSeg
     folder = comfy_base / "output" / "masks"
     assert [Path(p) for p in (mask_path, heatmap_path, matte_path)] == [
         folder / "carphone.soft.mask.mp4", folder / "carphone.soft.heatmap.mp4", folder / "carphone.soft.matte.mov"]
@@ -219,6 +223,136 @@ def test_video_node_rejects(clipseg, tmp_path, given, error, match):
     with pytest.raises(error, match=match) as err:
         run_video(clipseg, out_dir=str(tmp_path), **given)
     assert "--" not in str(err.value)
+
+
+# -- SAM 3 --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sam3(tiny_sam3_dir):
+    (handle,) = call_node(StreamMaskLoadCLIPSeg, model_path=str(tiny_sam3_dir), device="cpu")
+    return handle
+
+
+def decode(path: Path, fmt: str = "gray") -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format=fmt) for f in c.decode(video=0)])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_frames_node_runs_sam3_as_one_tracker(sam3, video_frames, monkeypatch):
+    """SAM 3 over an IMAGE batch in chunks of 3: one tracker sees the frames in order, so the masks equal one
+    pass of the pipeline; a new tracker per chunk (what a pipeline per chunk would do) gives other masks."""
+    u8, images = video_frames[0][:8], video_frames[1][:8]
+    monkeypatch.setattr(comfy, "CHUNK_FRAMES", 3)
+    kw = dict(clipseg=sam3, prompt="person|car", variant="soft")
+    mask, heat = call_node(StreamMaskVideoFrames, images=images, **kw)
+    assert mask.shape == (8, 144, 176) and heat.shape == (8, 144, 176, 3)
+    pipe = MaskPipeline(sam3, prompt="person|car")
+    ref = pipe.process_stream(u8, list(range(8)))[0]["soft"].mask[:, 0]
+    assert (mask - ref).abs().max() <= 1e-5 and ref.max() > 0.5  # the tiny model finds instances
+    chunked = torch.cat([call_node(StreamMaskVideoFrames, images=images[s], **kw)[0]
+                         for s in (slice(0, 3), slice(3, 6), slice(6, 8))])
+    assert (chunked[3:] - ref[3:]).abs().max() > 0.1  # a fresh tracker at frame 3 is visibly not the same
+    # a Meta Batch Manager's chunks (one execution each) carry the tracker over: one pass again
+    node, manager = StreamMaskVideoFrames(), MetaBatch()
+    parts = []
+    for s in (slice(0, 3), slice(3, 8)):
+        manager.has_closed_inputs = s.stop == 8
+        parts.append(getattr(node, node.FUNCTION)(**comfy_kwargs_for(images=images[s], meta_batch=manager, **kw))[0])
+    assert (torch.cat(parts) - ref).abs().max() <= 1e-5
+
+
+def test_frames_node_refuses_seed_variants_with_sam3(sam3, video_frames):
+    with pytest.raises(ParameterError, match="^variant='mixlab' is not allowed: expected 'soft' with Sam3Segmenter: "
+                                             "mixlab, essentials and masquerade reproduce ComfyUI CLIPSeg nodes"):
+        call_node(StreamMaskVideoFrames, clipseg=sam3, images=video_frames[1][:2], prompt="car", variant="mixlab")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_video_node_sam3_union_is_the_pipeline(sam3, carphone, tmp_path):
+    out = run_video(sam3, video_path=str(carphone), prompt="person|car", outputs="mask,heatmap", mask_format="ffv1",
+                    max_frames=6, out_dir=str(tmp_path / "node"))["result"]
+    assert out[2] == "" and out[6] == ""  # no matte asked for; no sidecar with instances = union
+    ref = process_video(carphone, segmenter=sam3, prompt="person|car", outputs=("mask",), mask_format="ffv1",
+                        max_frames=6, out_dir=tmp_path / "ref", progress=False)
+    mask = decode(Path(out[0]))
+    assert mask.shape == (6, 144, 176) and mask.max() > 128
+    assert np.array_equal(mask, decode(ref.outputs["soft.mask"]))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_video_node_sam3_separate_tracks_and_sidecar(sam3, comfy_base):
+    shutil.copy(CARPHONE, comfy_base / "input" / "clip.mp4")
+    n = 8
+    kw = dict(video_file="clip.mp4", prompt="person|car", instances="separate", sam3_max_objects=3, max_frames=n,
+              out_dir="sep")
+    out = run_video(sam3, unique_id="5", **kw)
+    mask_paths, heatmap_path, matte_paths, mask, heatmap, matte, sidecar = out["result"]
+    folder = comfy_base / "output" / "sep"
+    assert Path(sidecar) == folder / "clip.sam3.instances.json"
+    side = json.loads(Path(sidecar).read_text())
+    ids = sorted(int(i) for i in side["ids"])
+    assert 2 <= len(ids) and len(side["frames"]) == n
+    # mask_path / matte_path: one track per id, one path per line, in id order, each as long as the clip
+    assert mask_paths.split("\n") == [str(folder / f"clip.soft.id{i}.mask.mp4") for i in ids]
+    assert matte_paths.split("\n") == [str(folder / f"clip.soft.id{i}.matte.mov") for i in ids]
+    for path in mask_paths.split("\n") + matte_paths.split("\n"):
+        assert count_frames(Path(path)) == (n, 176, 144)
+    assert Path(heatmap_path) == folder / "clip.soft.heatmap.mp4" and heatmap.get_stream_source() == heatmap_path
+    for blocked, kind in ((mask, "mask"), (matte, "matte")):
+        assert isinstance(blocked, comfy_fakes.ExecutionBlocker) and f"one {kind} track per object id" in blocked.message
+    # the ids are stable: each listed from its first to its last frame of the sidecar, its track empty where
+    # the sidecar does not list it; at most sam3_max_objects at once (the handle itself keeps its 16)
+    per_frame = [[o["id"] for o in f["objects"]] for f in side["frames"]]
+    assert max(len(f) for f in per_frame) <= 3 and sam3.max_objects == 16
+    for obj_id in ids:
+        seen = [i for i, f in enumerate(per_frame) if obj_id in f]
+        entry = side["ids"][str(obj_id)]
+        assert (entry["first_frame"], entry["last_frame"], entry["frames_visible"]) == (seen[0], seen[-1], len(seen))
+        track = decode(folder / f"clip.soft.id{obj_id}.mask.mp4")
+        assert all(track[i].max() < 16 for i in range(n) if i not in seen)  # empty (lossy: near 0)
+        assert any(track[i].max() >= 128 for i in seen)  # (a listed mask may be positive below pixel size)
+    # the same run again: the same ids and tracks (the node replaces its own outputs), nothing stale left
+    again = run_video(sam3, unique_id="5", **kw)["result"]
+    assert again[0] == mask_paths and json.loads(Path(again[6]).read_text())["ids"] == side["ids"]
+    assert StreamMaskVideo.IS_CHANGED(**comfy_kwargs(StreamMaskVideo, clipseg=None, unique_id="5", progress=False,
+                                                     **kw)) != ""
+    Path(sidecar).unlink()  # a written file is gone, the sidecar included: ComfyUI must run the node again
+    changed = StreamMaskVideo.IS_CHANGED(**comfy_kwargs(StreamMaskVideo, clipseg=None, unique_id="5",
+                                                        progress=False, **kw))
+    assert isinstance(changed, float) and math.isnan(changed)
+    # with a cap of one object, never more than one listed per frame
+    one = run_video(sam3, **dict(kw, sam3_max_objects=1, out_dir="one"))["result"]
+    assert max(len(f["objects"]) for f in json.loads(Path(one[6]).read_text())["frames"]) == 1
+    assert len(one[0].split("\n")) < len(ids) or len(ids) == 1
+
+
+def test_video_node_separate_needs_sam3(clipseg, carphone, tmp_path):
+    with pytest.raises(ParameterError, match="^instances='separate' is not allowed: expected 'union' with this model"):
+        run_video(clipseg, video_path=str(carphone), instances="separate", out_dir=str(tmp_path))
+
+
+# -- refinement ---------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("one_thread")
+def test_video_node_refinement_reaches_the_pipeline(clipseg, carphone, tmp_path):
+    """refine / choke / feather on the node change the written mask and matte exactly as process_video's do."""
+    common = dict(video_path=str(carphone), outputs="mask,matte", mask_format="ffv1", matte_format="png",
+                  max_frames=3)
+    plain = run_video(clipseg, out_dir=str(tmp_path / "plain"), **common)["result"]
+    refined = run_video(clipseg, out_dir=str(tmp_path / "refined"), refine="guided", refine_radius=3.0, choke=1.5,
+                        feather=1.0, **common)["result"]
+    ref = process_video(carphone, segmenter=clipseg, prompt="car", outputs=("mask", "matte"), mask_format="ffv1",
+                        matte_format="png", max_frames=3, out_dir=tmp_path / "ref", progress=False,
+                        refine="guided", refine_radius=3.0, choke=1.5, feather=1.0)
+    plain_mask, mask = decode(Path(plain[0])), decode(Path(refined[0]))
+    assert np.abs(mask.astype(int) - plain_mask.astype(int)).mean() > 1.0  # an effect, not a no-op
+    assert np.array_equal(mask, decode(ref.outputs["soft.mask"]))
+    alpha = lambda folder: np.stack([np.asarray(Image.open(f))[..., 3] for f in sorted(Path(folder).glob("*.png"))])
+    assert np.array_equal(alpha(refined[2]), alpha(ref.outputs["soft.matte"]))
+    assert not np.array_equal(alpha(refined[2]), alpha(plain[2]))
+    with pytest.raises(ParameterError, match="^clip_white=0.2 is not allowed: expected a number above clip_black"):
+        run_video(clipseg, out_dir=str(tmp_path / "bad"), clip_black=0.5, clip_white=0.2, **common)
 
 
 # -- memory: a long clip through the streaming node ------------------------------------------

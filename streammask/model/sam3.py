@@ -54,7 +54,7 @@ from .hub import from_pretrained, model_source, quiet_loading
 from .options import ATTN_IMPLEMENTATIONS, resolve_device, resolve_dtype
 from .prompts import check_prompt_tokens
 
-__all__ = ["SAM3_MODEL", "SAM3_PARAMS", "TESTED_TRANSFORMERS", "Sam3Segmenter", "Sam3Stream", "FrameInstances",
+__all__ = ["SAM3_MODEL", "SAM3_PARAMS", "SAM3_GATED", "TESTED_TRANSFORMERS", "Sam3Segmenter", "Sam3Stream", "FrameInstances",
            "load_sam3", "is_sam3_model", "prune_session", "session_tensor_bytes", "sam3_preprocess",
            "sam3_options", "NO_OBJECT_LOGIT"]
 
@@ -77,8 +77,10 @@ SAM3_PARAMS = ParamSet((
 ))
 """SAM 3's model options, declared once (flags, pipeline-file keys, API keywords; per batch, like ``model``)."""
 
-_LICENSE_HINT = ("facebook/sam3 is gated: accept Meta's SAM License on https://huggingface.co/facebook/sam3 "
-                 "while logged in, then run `hf auth login` and `hf download facebook/sam3` once where there is "
+SAM3_GATED = "facebook/sam3 is gated: accept Meta's SAM License on https://huggingface.co/facebook/sam3 while logged in"
+"""Why ``facebook/sam3`` may not download, and what to do first (the start of every gated-model message)."""
+
+_LICENSE_HINT = (f"{SAM3_GATED}, then run `hf auth login` and `hf download facebook/sam3` once where there is "
                  "network, or pass --model PATH pointing at a local copy")
 
 
@@ -616,6 +618,27 @@ class Sam3Segmenter:
     def reset(self) -> None:
         """Forget the default stream (start a new video)."""
         self._default = None
+
+    def with_options(self, *, sam3_max_objects: int | None = None, sam3_forget_after: int | None = None
+                     ) -> "Sam3Segmenter":
+        """This model with other :data:`SAM3_PARAMS` (``None``: this one's): a view that shares the weights,
+        the tokenizer and the lock (each stream applies its owner's cap under the lock), with no default
+        stream of its own; ``self`` when nothing changes. Validated like :func:`load_sam3`'s arguments.
+
+        Example:
+            >>> few = sam3.with_options(sam3_max_objects=2)  # doctest: +SKIP
+            >>> few.model is sam3.model  # doctest: +SKIP
+            True
+        """
+        given = {"sam3_max_objects": self.max_objects if sam3_max_objects is None else sam3_max_objects,
+                 "sam3_forget_after": self.forget_after if sam3_forget_after is None else sam3_forget_after}
+        opts = SAM3_PARAMS.validate(given)
+        if (opts["sam3_max_objects"], opts["sam3_forget_after"]) == (self.max_objects, self.forget_after):
+            return self
+        view = copy.copy(self)
+        view.max_objects, view.forget_after = opts["sam3_max_objects"], opts["sam3_forget_after"]
+        view._default = None
+        return view
 
 
 def _prompt_limit(model) -> int:

@@ -9,7 +9,7 @@ output into host images (:mod:`.render`).
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from .render import MATTE_ALPHA, render
 from .settings import RUN_PARAMS, normalize_variants
 from .transfer import PendingHost, upload
 
-__all__ = ["Segmenter", "MaskPipeline", "REFINED_MASK_VARIANTS"]
+__all__ = ["Segmenter", "MaskPipeline", "REFINED_MASK_VARIANTS", "check_supported_variants"]
 
 REFINED_MASK_VARIANTS = ("soft",)
 """Variants whose mask itself (and so their mask, heatmap and matte outputs) the matte refinement
@@ -48,6 +48,20 @@ class Segmenter(Protocol):
                 size: int | None = None) -> torch.Tensor:
         """``(B, 3, H, W)`` uint8 frames -> ``(B, P, S, S)`` float32 logits."""
         ...
+
+
+def check_supported_variants(segmenter: Any, variants: Iterable[str]) -> None:
+    """Refuse a variant the segmenter does not serve (its ``supported_variants``; SAM 3: ``soft`` only).
+
+    Raises:
+        ParameterError: naming ``variants``, the variant and the ones allowed, with the segmenter's
+            ``variants_note`` (why).
+    """
+    supported = getattr(segmenter, "supported_variants", None)
+    for name in variants if supported is not None else ():
+        if name not in supported:
+            raise ParameterError("variants", name, " or ".join(repr(v) for v in supported) + " with "
+                                 f"{type(segmenter).__name__}: {getattr(segmenter, 'variants_note', '')}")
 
 
 class MaskPipeline:
@@ -88,11 +102,7 @@ class MaskPipeline:
         self.colormap = RUN_PARAMS["colormap"].validate(colormap)
         self.temporal = dict(TEMPORAL_PARAMS.validate(dict(temporal_options, temporal=temporal)))
         smoother_for(self.temporal)  # validate now, not at the first batch
-        supported = getattr(segmenter, "supported_variants", None)
-        for name in self.variants if supported is not None else ():
-            if name not in supported:
-                raise ParameterError("variants", name, " or ".join(repr(v) for v in supported) + " with "
-                                     f"{type(segmenter).__name__}: {getattr(segmenter, 'variants_note', '')}")
+        check_supported_variants(segmenter, self.variants)
         check = getattr(segmenter, "check_prompts", None)
         if check is not None:  # CLIP's 77-token limit: refuse now, not at the first batch
             check(self._labelled_prompts())
