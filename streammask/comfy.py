@@ -55,10 +55,10 @@ from .model.clipseg import DEFAULT_MODEL, ClipSeg, load_clipseg, resolve_device,
 from .model.hub import hub_reachable, in_cache
 from .model.sam3 import SAM3_GATED, SAM3_MODEL, SAM3_PARAMS, Sam3Segmenter, is_sam3_model, load_sam3
 from .params import Param, ParamSet
-from .pipeline.core import MaskPipeline, check_supported_variants
+from .pipeline.core import REFINED_MASK_VARIANTS, MaskPipeline, check_supported_variants
 from .pipeline.run import process_video
 from .pipeline.settings import OUTPUT_KINDS, RUN_PARAMS
-from .refine import REFINE_PARAMS
+from .refine import REFINE_PARAMS, MatteRefiner
 from .temporal.smoothers import TEMPORAL_PARAMS
 from .variants import VARIANTS, check_prompt, get_variant
 
@@ -621,7 +621,7 @@ def _variant_inputs() -> tuple[Param, Param]:
 def _frames_params() -> ParamSet:
     # new inputs go last: a saved workflow keeps its widget values by position
     return ParamSet((RUN_PARAMS["prompt"], *_variant_inputs(), RUN_PARAMS["heatmap_alpha"], RUN_PARAMS["colormap"],
-                     *TEMPORAL_PARAMS, *SAM3_PARAMS), owner="StreamMaskVideoFrames")
+                     *TEMPORAL_PARAMS, *SAM3_PARAMS, *REFINE_PARAMS), owner="StreamMaskVideoFrames")
 
 
 class StreamMaskVideoFrames:
@@ -672,10 +672,16 @@ class StreamMaskVideoFrames:
         seg = _with_sam3_options(_check_handle(clipseg), p)
         params = parse_variant_params(p.pop("variant_params"), p["variant"])
         temporal = {t.name: p[t.name] for t in TEMPORAL_PARAMS}
+        refiner = MatteRefiner.from_settings(p)
+        if refiner is not None and refiner.active and variant not in REFINED_MASK_VARIANTS:
+            raise ParameterError("refine", p["refine"], "'none' (and choke, feather, clip_black, clip_white at their "
+                                 f"defaults) with variant {variant!r} on this node: refinement changes the mask of "
+                                 f"{', '.join(REFINED_MASK_VARIANTS)} only (the other variants keep their node's exact "
+                                 "mask and get a refined matte, which this node does not output)")
         with _input_names(variants="variant"):
             # one pipeline for the whole batch: SAM 3's tracker sees the frames in order, chunk after chunk
             pipe = MaskPipeline(seg, prompt=p["prompt"], variants={variant: params}, heatmap_alpha=p["heatmap_alpha"],
-                                colormap=p["colormap"], **temporal)
+                                colormap=p["colormap"], refiner=refiner, refine_mattes=False, **temporal)
         frames = _as_bhwc(images, "images")
         b, h, w = frames.shape[:3]
         carry = meta_batch is not None
