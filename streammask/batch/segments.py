@@ -32,36 +32,43 @@ How exact segment-split results are (versus one pass over the clip):
 * audio: segments are written without it; :func:`concat_outputs` copies the source's audio
   into the joined heatmap / matte videos once. A ``background`` video is addressed by the
   clip's frame index, so every segment gets the frames one pass gives it.
+* SAM 3 (``handover=True`` only): the tracker goes from segment to segment, ids included.
+  With ``instances="separate"`` the ids whose tracks are open go with it; a segment writes
+  the tracks open in it (one whose id first appears there starts at the clip's first frame,
+  the empty frames before the segment included), and :func:`join_instances` joins each id's
+  parts (consecutive segments) and the segments' sidecars: the files one pass writes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import ParameterError
+from ..errors import OutputError, ParameterError
 from ..io.video import probe
 from ..model.sam3 import is_sam3_model
 from ..io.writers import AUDIO_KINDS
+from ..pipeline.instances import TRACK_KINDS, existing_tracks, preflight_instances
 from ..pipeline.preflight import DEFAULT_OUTPUT_TEMPLATE, preflight_outputs
 from ..pipeline.run import RunSummary, process_video
 from ..pipeline.settings import RUN_PARAMS, normalize_variants
 from ..temporal.smoothers import TEMPORAL_PARAMS, smoother_for
-from ..io.concat import concat_outputs
+from ..io.concat import concat_outputs, concat_sequence, concat_video
+from ..io.instances import join_sidecars
 from ..io.video import frame_pts
 from ..pipeline.ranges import FrameRange
 
 __all__ = ["segment_dir", "process_segments", "SEGMENTS_DIR", "audio_names", "start_times", "check_joined_outputs",
-           "check_segments_for_tracker"]
+           "check_segments_for_tracker", "join_instances"]
 
 SEGMENTS_DIR = ".segments"
-
-
-
+SIDECAR_KEY = "instances"  # instances="separate": the sidecar's key among a run's outputs
+_TRACK_KEY = re.compile(r"^.+\.id\d+\.(?:" + "|".join(TRACK_KINDS) + r")$")  # "soft.id3.mask": a per-object track
 
 
 def audio_names(outputs: dict[str, Any], settings: dict[str, Any]) -> list[str]:
@@ -110,8 +117,10 @@ def check_segments_for_tracker(settings: dict[str, Any], temporal: dict[str, Any
 
     The tracker's state (memory, object ids) is handed from each segment to the next, which needs the segments
     to run one after another (``handover``) and a causal smoother (a look-ahead smoother restarts each segment
-    from warm-up frames, which the tracker would see twice). Per-object tracks (``instances='separate'``) are
-    opened as ids appear and are not joined across segments.
+    from warm-up frames, which the tracker would see twice). Per-object tracks (``instances='separate'``) work:
+    the ids whose tracks are open are handed over with the tracker, a track opened in a later segment starts
+    at the clip's first frame there, and :func:`join_instances` joins each id's parts and the sidecars into
+    what one pass writes.
 
     Raises:
         ParameterError: naming the setting and why.
@@ -125,10 +134,6 @@ def check_segments_for_tracker(settings: dict[str, Any], temporal: dict[str, Any
         raise ParameterError("temporal", temporal["temporal"], "a causal method (or window_align='trailing') with "
                              "SAM 3 and segments: a look-ahead window re-reads warm-up frames, which the tracker "
                              "would see twice")
-    if settings.get("instances", "union") == "separate":
-        raise ParameterError("instances", "separate", "'union' when clips are split into segments: per-object "
-                             "tracks are opened as ids appear and are not joined across segments (run the clip "
-                             "whole for separate instances)")
 
 
 # -- sequential processing with state hand-over -----------------------------------------------------------------------
@@ -141,15 +146,103 @@ def check_joined_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, 
     Raises:
         OutputExistsError, OutputError, ParameterError: as :func:`~streammask.pipeline.preflight.check_outputs`.
     """
+    joined = _joined_settings(out_dir, settings)
+    variants = list(normalize_variants(settings.get("variants", ("soft",))))
+    kinds = joined["outputs"]
+    if joined["instances"] == "separate":  # the per-object tracks and the sidecar, as process_video checks them
+        preflight_instances(source, joined, variants)
+        kinds = [k for k in kinds if k not in TRACK_KINDS]
+    preflight_outputs(source, out_dir, variants=variants, kinds=kinds,
+                      formats={k: joined[f"{k}_format"] for k in ("mask", "heatmap", "matte")},
+                      template=joined["output_template"], overwrite=joined["overwrite"])
+
+
+def _joined_settings(out_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that name the joined outputs, validated, defaults filled in."""
     def get(name: str) -> Any:
         value = settings.get(name, RUN_PARAMS[name].default)
         return RUN_PARAMS[name].validate(value)
 
-    formats = {k: get(f"{k}_format") for k in ("mask", "heatmap", "matte")}
-    preflight_outputs(source, out_dir, variants=list(normalize_variants(settings.get("variants", ("soft",)))),
-                      kinds=get("outputs"), formats=formats,
-                      template=settings.get("output_template") or DEFAULT_OUTPUT_TEMPLATE,
-                      overwrite=bool(settings.get("overwrite", False)))
+    joined = {f"{k}_format": get(f"{k}_format") for k in ("mask", "heatmap", "matte")}
+    joined.update(outputs=get("outputs"), instances=get("instances"), out_dir=os.fspath(out_dir),
+                  output_template=settings.get("output_template") or DEFAULT_OUTPUT_TEMPLATE,
+                  overwrite=bool(settings.get("overwrite", False)))
+    return joined
+
+
+def join_instances(segment_outputs: Sequence[dict[str, Any]], out_dir: Path, *,
+                   start_times: Sequence[Fraction]) -> dict[str, Path]:
+    """Join the per-object tracks and the sidecars of a clip's segments (``instances="separate"``).
+
+    Each segment wrote tracks for the ids open in it (see :class:`~streammask.pipeline.instances.InstanceOutputs`
+    with a frame range): a track whose id first appeared in segment ``k`` starts at the clip's first frame there
+    (the empty frames before it included) and goes on in the segments after ``k`` until the object is retired.
+    So a track's parts are consecutive segments, joined in order: the first part starts at the clip's first
+    frame (``start_times[0]``), each further part at its segment's start. The sidecars are joined by
+    :func:`~streammask.io.instances.join_sidecars`.
+
+    Args:
+        segment_outputs: per segment, in order, its run's outputs (``{"VARIANT.idN.KIND": path, "instances":
+            path, ...}``: :attr:`~streammask.RunSummary.outputs`); keys other than tracks and the sidecar are
+            left out.
+        out_dir: the folder of the joined outputs.
+        start_times: exact seconds of each segment's first frame.
+
+    Returns:
+        ``{key: joined path}`` for the sidecar and every track.
+
+    Raises:
+        OutputError: a track's parts are not consecutive segments, or a part cannot be joined.
+    """
+    out_dir = Path(out_dir)
+    tracks: dict[str, list[tuple[int, Path]]] = {}
+    for number, seg in enumerate(segment_outputs):
+        for key, path in seg.items():
+            if _TRACK_KEY.match(key):
+                tracks.setdefault(key, []).append((number, Path(path)))
+    for key, parts in tracks.items():
+        numbers = [n for n, _ in parts]
+        if numbers != list(range(numbers[0], numbers[-1] + 1)):
+            raise OutputError(f"cannot join the track {key}: it is missing from segment(s) "
+                              f"{sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))} between its first "
+                              "and its last (a track ends only when its object is retired)")
+    side = [Path(seg[SIDECAR_KEY]) for seg in segment_outputs]
+    joined: dict[str, Path] = {}
+    try:
+        joined[SIDECAR_KEY] = join_sidecars(side, out_dir / side[0].name)
+        for key, parts in tracks.items():
+            paths = [p for _, p in parts]
+            final = out_dir / paths[0].name
+            if paths[0].is_dir():
+                joined[key] = concat_sequence(paths, final)
+            else:
+                times = [start_times[0]] + [start_times[n] for n, _ in parts[1:]]
+                joined[key] = concat_video(paths, final, start_times=times)
+    except BaseException:  # nothing that looks finished is left
+        _remove(joined.values())
+        raise
+    return joined
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _remove_stale_tracks(out_dir: Path, stem: str, settings: dict[str, Any], written: Sequence[Path]) -> None:
+    """With ``overwrite``: remove per-object tracks of an earlier run in ``out_dir`` that this run did not write."""
+    joined = _joined_settings(out_dir, settings)
+    keep = {Path(p).resolve() for p in written}
+    for path in existing_tracks(out_dir, joined["output_template"], stem=stem,
+                                variants=list(normalize_variants(settings.get("variants", ("soft",)))),
+                                kinds=joined["outputs"],
+                                formats={k: joined[f"{k}_format"] for k in ("mask", "heatmap", "matte")}):
+        if path.resolve() not in keep:
+            _remove([path])
 
 
 def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]], *, out_dir: str | os.PathLike,
@@ -181,9 +274,10 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
         check_segments_for_tracker(process_kwargs, temporal, handover=handover)
     handover = handover and _stateful(temporal["temporal"], process_kwargs.get("variants", ("soft",)), process_kwargs)
     check_joined_outputs(source, out, process_kwargs)  # like `run`: before any work
+    separate = process_kwargs.get("instances", "union") == "separate"
     index = frame_pts(source)
     state = None
-    dirs, frames, stages, damaged, keys = [], 0, {}, 0, None
+    dirs, frames, stages, damaged, keys, seg_outputs = [], 0, {}, 0, None, []
     model_frames, batch_size = None, None
     try:
         for number, (start, end) in enumerate(ranges):
@@ -200,17 +294,29 @@ def process_segments(source: str | os.PathLike, ranges: Sequence[tuple[int, int]
             for k, v in summary.stage_seconds.items():
                 stages[k] = stages.get(k, 0.0) + v
             keys = summary.outputs
+            seg_outputs.append(summary.outputs)
             batch_size = summary.batch_size
             if process_kwargs.get("batch_size") is None:  # automatic: chosen once, by the first segment
                 process_kwargs = {**process_kwargs, "batch_size": batch_size}
             if summary.model_frames is not None:  # --stride / --skip-static (warm-up frames included)
                 model_frames = (model_frames or 0) + summary.model_frames
+        starts = start_times(source, index, [s for s, _ in ranges])
+        if separate:  # the overlay is in every segment; the tracks and the sidecar are joined apart
+            keys = {k: p for k, p in keys.items() if k != SIDECAR_KEY and not _TRACK_KEY.match(k)}
         names = [Path(p).name for p in keys.values()]
-        joined = concat_outputs(dirs, out, names, start_times=start_times(source, index, [s for s, _ in ranges]),
+        joined = concat_outputs(dirs, out, names, start_times=starts,
                                 audio_source=source, audio_names=audio_names(keys, process_kwargs),
                                 audio_to_video_end=process_kwargs.get("max_frames") is not None)
+        outputs = {k: joined[Path(p).name] for k, p in keys.items()}
+        if separate:
+            try:
+                outputs.update(join_instances(seg_outputs, out, start_times=starts))
+            except BaseException:  # the overlay goes too: a failed join leaves nothing that looks finished
+                _remove(outputs.values())
+                raise
+            if process_kwargs.get("overwrite"):
+                _remove_stale_tracks(out, stem, process_kwargs, list(outputs.values()))
     finally:  # joined or failed: the segments go (a failed run leaves nothing that looks finished)
         shutil.rmtree(out / SEGMENTS_DIR, ignore_errors=True)
-    outputs = {k: joined[Path(p).name] for k, p in keys.items()}
     return RunSummary(source=str(source), frames=frames, seconds=time.perf_counter() - t0, outputs=outputs,
                       stage_seconds=stages, damaged_packets=damaged, batch_size=batch_size, model_frames=model_frames)

@@ -6,6 +6,9 @@ held back, so memory stays flat on any length), and at the end ``"ids"``: per ob
 and last frame and the number of frames it is visible in. Written under a hidden temporary name and
 renamed when complete, like every output.
 
+The sidecars of a split clip's segments (each: its frames, the ids seen in them) are joined into the one a single
+pass writes by :func:`join_sidecars`.
+
 Example of a frame entry::
 
     {"frame": 12, "pts": 12012, "seconds": 0.4004,
@@ -23,7 +26,7 @@ from typing import Any, Sequence
 from ..errors import OutputError
 from .writers import partial_path
 
-__all__ = ["InstanceSidecar"]
+__all__ = ["InstanceSidecar", "join_sidecars"]
 
 
 class InstanceSidecar:
@@ -92,3 +95,68 @@ class InstanceSidecar:
         except OSError:
             pass
         self.tmp.unlink(missing_ok=True)
+
+
+_FRAMES_OPEN = ', "frames": ['
+_FRAMES_CLOSE = '], "ids": '
+
+
+def _read_sidecar(path: Path):
+    """``(header, frame entries)`` of a sidecar :class:`InstanceSidecar` wrote: the header line, then one frame
+    entry per line (read one at a time, so a long part is not held in memory), then the ``ids`` line."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().rstrip("\n")
+        if not first.endswith(_FRAMES_OPEN):
+            raise OutputError(f"cannot join {path}: not a sidecar written by streammask (no frames list on line 1)")
+        header = json.loads(first[:-len(_FRAMES_OPEN)] + "}")
+        yield header
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith(_FRAMES_CLOSE):
+                return
+            try:
+                entry = json.loads(line[:-1] if line.endswith(",") else line)
+            except json.JSONDecodeError as exc:
+                raise OutputError(f"cannot join {path}: a frame entry does not parse ({exc})") from exc
+            yield entry
+        raise OutputError(f"cannot join {path}: it ends before its ids table (an unfinished sidecar)")
+
+
+def join_sidecars(parts: Sequence[Path], final: Path) -> Path:
+    """Join the sidecars of consecutive segments of one clip into ``final``, as one pass writes it.
+
+    The header is the first part's (the parts share it); the frame entries follow in order (their ``frame``
+    indices must increase); the ``ids`` table is computed again over every frame (first and last frame, the
+    visible frames summed), so the document equals the one-pass sidecar. Written under
+    :func:`~streammask.io.writers.partial_path` and renamed when complete; the parts are kept.
+
+    Raises:
+        OutputError: a part is not a complete sidecar, its header differs from the first part's, or its frames
+            do not follow the previous part's.
+    """
+    sidecar, head, last = None, None, None
+    try:
+        for part in parts:
+            entries = _read_sidecar(Path(part))
+            header = next(entries)
+            if sidecar is None:
+                head = header
+                sidecar = InstanceSidecar(
+                    final, width=header["width"], height=header["height"],
+                    frame_rate=None if header.get("frame_rate") is None else Fraction(header["frame_rate"]),
+                    time_base=None if header.get("time_base") is None else Fraction(header["time_base"]),
+                    header=header)
+            elif header != head:
+                raise OutputError(f"cannot join {part} to {parts[0]}: different headers (another clip or settings)")
+            for entry in entries:
+                if last is not None and entry["frame"] <= last:
+                    raise OutputError(f"cannot join {part}: frame {entry['frame']} does not follow frame {last}")
+                last = entry["frame"]
+                sidecar.write_frame(entry["frame"], entry["pts"], entry["objects"])
+    except BaseException:
+        if sidecar is not None:
+            sidecar.abort()
+        raise
+    if sidecar is None:
+        raise OutputError(f"cannot join sidecars into {final}: no parts")
+    return sidecar.close()

@@ -8,8 +8,10 @@ of every prompt's instances. ``instances="separate"`` instead writes, per varian
   ``{variant}`` = ``VARIANT.idN`` (``clip.soft.id3.mask.mp4``). A track is opened when its id first appears
   and starts at the run's first frame (the frames before the id appeared are written empty: mask 0,
   matte transparent, or the plain matte colour / background for the styles without alpha), so every track
-  lines up frame for frame with the clip; it ends when the object is retired (``sam3_forget_after``
-  frames after it was last seen; the frames since are empty) or at the clip's end;
+  lines up frame for frame with the clip; any frame the id is not listed in is written empty the same way,
+  whatever batch it is in; it ends with the frame after which the object is retired (``sam3_forget_after``
+  frames after it was last seen; the frames since are empty) or at the clip's end. A segment of a split clip
+  (a frame range) writes the tracks open in it, see :class:`InstanceOutputs`;
 * ``heatmap``: one video, the frame with each object's mask tinted in its id's colour;
 * ``{stem}.sam3.instances.json`` (the template with ``{variant}`` = ``sam3``, ``{kind}`` = ``instances``):
   the ids, prompts, scores and boxes of every frame (:class:`~streammask.io.instances.InstanceSidecar`).
@@ -33,12 +35,14 @@ import torch
 
 from ..errors import OutputExistsError, ParameterError
 from ..io.instances import InstanceSidecar
+from ..io.video import frame_pts
 from ..io.matte import MatteBatch
 from ..io.writers import FORMATS
 from ..model.sam3 import is_sam3_model
 from ..variants import VariantOutput, get_variant
 from .outputs import OutputSet
 from .preflight import queue_slots, render_output_name
+from .ranges import FrameRange
 
 __all__ = ["INSTANCE_MODES", "check_instances", "instance_names", "InstanceOutputs", "TRACK_KINDS"]
 
@@ -130,6 +134,17 @@ def _tint(frames: torch.Tensor, masks: Sequence[torch.Tensor], ids: Sequence[int
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int, bool]]:
+    """``[(start, end, flag), ...]``: the runs of equal consecutive ``flags``."""
+    runs: list[tuple[int, int, bool]] = []
+    for i, flag in enumerate(flags):
+        if runs and runs[-1][2] == flag:
+            runs[-1] = (runs[-1][0], i + 1, flag)
+        else:
+            runs.append((i, i + 1, flag))
+    return runs
+
+
 class InstanceOutputs:
     """The per-object tracks, the overlay and the sidecar of one run (``instances="separate"``).
 
@@ -144,10 +159,18 @@ class InstanceOutputs:
         look: :func:`~streammask.io.writers.output_look` of the run.
         source: the input (its stem names the outputs).
         batch_size: frames per batch (the queues and the empty frames written at a track's start).
+        frame_range: a segment of a split clip (:class:`~streammask.pipeline.ranges.FrameRange`, read exactly,
+            without warm-up frames): its tracks and sidecar cover frames ``[start, end)``, except that a track
+            opened in it (its id first appears here) starts at the clip's first frame, as in one pass (the
+            empty frames before the segment are written here too, with their source ``pts`` from the range's
+            ``index``). The ids whose tracks are open at the segment's start come from the previous segment
+            (``frame_range.state["instances"]``, see :meth:`handover_state`): their tracks go on, without
+            empty frames before them. Joining the segments' tracks (:func:`~streammask.batch.segments.process_segments`)
+            then gives the one-pass tracks.
     """
 
     def __init__(self, pipe, outputs: OutputSet, settings: Mapping[str, Any], info, look: Mapping[str, Any], *,
-                 source: str | os.PathLike, batch_size: int) -> None:
+                 source: str | os.PathLike, batch_size: int, frame_range: FrameRange | None = None) -> None:
         self.pipe, self.outputs, self.settings, self.info, self.look = pipe, outputs, settings, info, look
         self.stem = Path(source).stem
         self.kinds = [k for k in settings["outputs"] if k in TRACK_KINDS]
@@ -164,12 +187,30 @@ class InstanceOutputs:
                                        time_base=info.time_base,
                                        header={"source": os.fspath(source), "model": getattr(pipe.segmenter, "name", ""),
                                                "prompt": pipe.prompt, "variants": list(pipe.variants)})
+        if frame_range is not None:
+            self._continue(frame_range, source)
+
+    def _continue(self, frame_range: FrameRange, source: str | os.PathLike) -> None:
+        """A segment: the clip's frames before it (a new track's empty start) and the tracks still open."""
+        previous = (frame_range.state or {}).get("instances")
+        first = frame_range.start if previous is None else int(previous["first_frame"])
+        index = frame_range.index if frame_range.index is not None else frame_pts(source)
+        frame_range.index = index
+        self.first_index = first
+        self.pts = array("q", (int(p) for p in index[first:frame_range.start]))
+        for obj_id in (previous or {}).get("open_ids", ()):
+            self._open(int(obj_id), empty_start=False)
+
+    def handover_state(self) -> dict[str, Any]:
+        """What the next segment of a split clip needs (after the last frame): the clip's first frame (where a
+        track opened later starts) and the ids whose tracks are open (not retired)."""
+        return {"first_frame": self.first_index, "open_ids": sorted(self.open_ids)}
 
     # -- tracks -----------------------------------------------------------------------------------------------------
     def _key(self, variant: str, obj_id: int) -> str:
         return f"{variant}.id{obj_id}"
 
-    def _open(self, obj_id: int) -> None:
+    def _open(self, obj_id: int, *, empty_start: bool = True) -> None:
         settings, info = self.settings, self.info
         pixels = self.batch_size * info.width * info.height
         for variant in self.pipe.variants:
@@ -186,6 +227,8 @@ class InstanceOutputs:
                                   preset=settings["encoder_preset"], vp9_deadline=settings["vp9_deadline"],
                                   vp9_cpu_used=settings["vp9_cpu_used"])
         self.open_ids.add(obj_id)
+        if not empty_start:  # a track continued from the previous segment
+            return
         # the frames before the object appeared: empty, so the track lines up with the clip from its first frame
         for start in range(0, len(self.pts), self.batch_size):
             pts = list(self.pts[start:start + self.batch_size])
@@ -239,27 +282,45 @@ class InstanceOutputs:
         if self.look["background"] is not None and "matte" in self.kinds:
             bg = self.look["background"].take(len(pts), indices=indices)
         side = self.pipe.segmenter.size
+        stops: dict[int, int] = {}  # a track ends with the frame its object is retired after, mid-batch too
+        for b, inst in enumerate(frames):
+            for obj_id in inst.retired:
+                stops.setdefault(int(obj_id), b + 1)
         for variant, params in self.pipe.variants.items():
             v = get_variant(variant)
             masks, ids = [], []
             for obj_id in sorted(self.open_ids):
+                stop = stops.get(obj_id, len(frames))
                 if obj_id not in visible:
-                    self._put_empty_variant(variant, obj_id, pts, indices)
+                    self._put_empty_variant(variant, obj_id, pts[:stop], indices[:stop])
                     continue
                 logits = torch.full((len(frames), 1, side, side), _NO_OBJECT, dtype=torch.float32, device=x.device)
                 for b, inst in enumerate(frames):
                     if obj_id in inst.ids:
                         logits[b, 0] = inst.logits[inst.ids.index(obj_id)].to(x.device)
                 result = v.postprocess(logits, x, self.pipe.prompt, params, None)
-                masks.append(result.mask)
+                # frames of this batch the object is not listed in are written empty (and not tinted), as in a
+                # batch without it: the outputs do not depend on how frames are batched (nor where segments start)
+                listed = [obj_id in inst.ids for inst in frames]
+                shown = torch.tensor(listed, dtype=result.mask.dtype, device=result.mask.device).view(-1, 1, 1, 1)
+                masks.append(result.mask if all(listed) else result.mask * shown)
                 ids.append(obj_id)
-                if self.kinds:
-                    rendered = self.pipe.render(x, VariantOutput(mask=result.mask), self.kinds, host_frames=host,
-                                                bits=self.look["bits"], background=bg, host_frames16=host16,
-                                                defer_matte=True, matte_style=self.settings["matte_style"],
-                                                matte_color=self.look["color"])
+                if not self.kinds:
+                    continue
+                for lo, hi, listed_run in _runs(listed[:stop]):
+                    if not listed_run:
+                        self._put_empty_variant(variant, obj_id, pts[lo:hi], indices[lo:hi])
+                        continue
+                    whole = lo == 0 and hi == len(frames)
+                    sel = slice(lo, hi)
+                    rendered = self.pipe.render(
+                        x if whole else x[sel], VariantOutput(mask=result.mask if whole else result.mask[sel]),
+                        self.kinds, host_frames=None if host is None else host[sel], bits=self.look["bits"],
+                        background=None if bg is None else bg[sel],
+                        host_frames16=None if host16 is None else host16[sel], defer_matte=True,
+                        matte_style=self.settings["matte_style"], matte_color=self.look["color"])
                     for kind, arr in rendered.items():
-                        self._put((self._key(variant, obj_id), kind), (arr, pts))
+                        self._put((self._key(variant, obj_id), kind), (arr, pts[lo:hi]))
             if self.overlay:
                 tinted = _tint(x, masks, ids, self.pipe.heatmap_alpha)
                 self._put((variant, "heatmap"), (tinted.permute(0, 2, 3, 1).cpu().numpy(), pts))

@@ -225,7 +225,10 @@ class _Handover:
             if not keep:
                 return
             payload = [payload[i] for i in keep]
-        if self.instances is not None:  # frame ranges are refused with separate instances: keep is None here
+        if self.instances is not None:  # a frame range with separate instances has no warm-up: every frame is kept
+            if keep is not None and len(keep) != len(self.pipe.stream.last_instances):
+                raise RuntimeError(f"{len(keep)} frames to write but {len(self.pipe.stream.last_instances)} frames "
+                                   "of instances")
             self.blocked += self.instances.emit(x, payload)
             return
         pts = [item[0] for item in payload]
@@ -303,7 +306,10 @@ def process_video(
             progress); an exception it raises stops the run like any other error (cancel).
         frame_range: a :class:`~streammask.pipeline.ranges.FrameRange`: write only frames
             ``[start, end)`` (source pts kept), after seeking and warming up temporal state
-            (see :mod:`streammask.batch.segments`); ``max_frames`` is then ignored.
+            (see :mod:`streammask.batch.segments`); ``max_frames`` is then ignored. With
+            ``instances="separate"`` the range must be read exactly, without warm-up frames (the
+            tracker's state comes from ``state``); the tracks still open at its end and the clip's
+            first frame go to ``state_out["instances"]`` for the next segment.
         settings: the run settings, each declared once in :data:`~streammask.RUN_PARAMS` (the
             signature lists them with their defaults; each is a ``streammask run`` flag and a
             pipeline-file key): ``prompt`` (required; ``|`` separates several), ``out_dir``
@@ -326,9 +332,13 @@ def process_video(
     separate = settings["instances"] == "separate"
     if separate:
         check_instances(settings, segmenter)  # before the model loads: CLIPSeg has no instances
-        if frame_range is not None:
-            raise ParameterError("instances", "separate", "'union' when processing a frame range (a segment of a "
-                                 "split clip): each object's track starts at the clip's first frame")
+        if frame_range is not None and (frame_range.warmup_start != frame_range.start or not frame_range.exact):
+            # a segment's tracker sees exactly the frames it writes (handed over from the previous segment)
+            rng = frame_range
+            raise ParameterError("frame_range", f"[{rng.start}, {rng.end}) warm-up from {rng.warmup_start}, "
+                                 f"exact={rng.exact}", "a range read exactly (exact=True) and without warm-up "
+                                 "frames with instances='separate': every frame the tracker sees is written "
+                                 "(split clips with process_segments(handover=True))")
     info = probe(source)
     kinds = settings["outputs"]
     look = output_look(settings, info, kinds)
@@ -394,7 +404,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
                       streamed_audio=frame_range is None)
         if settings["instances"] == "separate":
             instances = handover.instances = InstanceOutputs(pipe, outputs, settings, info, look, source=source,
-                                                             batch_size=batch_size)
+                                                             batch_size=batch_size, frame_range=frame_range)
         deep = "matte" in kinds and look["bits"].get("matte") == 16 and settings["matte_style"] != "alpha"
         reader = _reader(source, settings, frame_range=frame_range, delay=pipe.delay, batch_size=batch_size,
                          stats=read_stats, deep=deep)
@@ -437,6 +447,8 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
             paths.update(instances.close())
             if settings["overwrite"]:
                 instances.remove_stale(list(paths.values()))
+            if frame_range is not None:  # the next segment goes on with the tracks still open
+                frame_range.state_out["instances"] = instances.handover_state()
     except BaseException:
         stop.set()
         if settings["keep_partial"]:
