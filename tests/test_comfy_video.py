@@ -26,6 +26,7 @@ from streammask import MaskPipeline, ParameterError, process_video
 from streammask import comfy
 from streammask.comfy import StreamMaskLoadCLIPSeg, StreamMaskVideo, StreamMaskVideoFrames
 from streammask.io.video import read_batches
+from streammask.refine import MatteRefiner
 from test_comfy import call_node, comfy_kwargs, count_frames
 
 
@@ -49,9 +50,9 @@ def comfy_base(tmp_path, monkeypatch):
     return base
 
 
-def one_pass(clipseg, frames_u8, variant="soft", params=None, **temporal):
+def one_pass(clipseg, frames_u8, variant="soft", params=None, refiner=None, **temporal):
     """The reference: the video pipeline's stream path over all frames in one call, then its flush."""
-    pipe = MaskPipeline(clipseg, prompt="car", variants={variant: params or {}}, **temporal)
+    pipe = MaskPipeline(clipseg, prompt="car", variants={variant: params or {}}, refiner=refiner, **temporal)
     masks, heats = {}, {}
     for results, x, idx in (pipe.process_stream(frames_u8, list(range(len(frames_u8)))), pipe.flush_stream()):
         if idx:
@@ -111,6 +112,26 @@ def test_frames_node_carries_smoothing_across_meta_batch_chunks(clipseg, video_f
     manager.has_closed_inputs = False
     again = getattr(node, node.FUNCTION)(**comfy_kwargs_for(images=images[0:7], meta_batch=manager, **kw))[0]
     assert ((again - ref_mask[0:7]).abs() <= 1e-4).float().mean() >= 0.999
+
+
+def test_frames_node_refines_the_soft_mask_as_the_pipeline_does(clipseg, video_frames, monkeypatch):
+    u8, images = video_frames
+    monkeypatch.setattr(comfy, "CHUNK_FRAMES", 6)
+    settings = dict(refine="guided", refine_radius=3.0, choke=1.0, feather=1.5)
+    mask, _ = call_node(StreamMaskVideoFrames, clipseg=clipseg, images=images, prompt="car", variant="soft", **settings)
+    plain, _ = call_node(StreamMaskVideoFrames, clipseg=clipseg, images=images, prompt="car", variant="soft")
+    ref_mask, _ = one_pass(clipseg, u8, refiner=MatteRefiner(**settings))
+    assert ((mask - ref_mask).abs() <= 1e-4).float().mean() >= 0.999
+    assert (mask - plain).abs().mean() > 1 / 255  # the refinement reached the mask
+
+
+def test_frames_node_refuses_refinement_a_seed_mask_would_not_show(clipseg, video_frames):
+    with pytest.raises(ParameterError, match="^refine='guided'.*'mixlab'"):
+        call_node(StreamMaskVideoFrames, clipseg=clipseg, images=video_frames[1][:2], prompt="car", variant="mixlab",
+                  refine="guided")
+    with pytest.raises(ParameterError, match="^refine='none'.*'essentials'"):  # an edge control alone: refused too
+        call_node(StreamMaskVideoFrames, clipseg=clipseg, images=video_frames[1][:2], prompt="car",
+                  variant="essentials", choke=2.0)
 
 
 def comfy_kwargs_for(**given):
