@@ -21,7 +21,7 @@ import av
 
 from ..errors import OutputError
 from .audio import AudioCopier
-from .writers import partial_path
+from .writers import container_options, partial_path
 
 __all__ = ["concat_video", "concat_sequence", "concat_outputs"]
 
@@ -58,11 +58,10 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
 
     final = Path(final)
     tmp = partial_path(final)
-    opts = {"movflags": "+faststart"} if final.suffix in (".mp4", ".mov") else {}
     try:
         with av.open(str(parts[0]), metadata_errors="replace") as first:
             template = first.streams.video[0]
-            out = av.open(str(tmp), mode="w", options=opts)
+            out = av.open(str(tmp), mode="w", options=container_options(final.suffix, template.time_base))
             try:
                 ostream = out.add_stream_from_template(template)
                 ostream.time_base = template.time_base

@@ -10,6 +10,7 @@ file that looks finished.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -26,7 +27,7 @@ from .audio import AudioCopier
 from .matte import MATTE_HAS_ALPHA, MATTE_STYLE_CHOICES, Background, MatteBatch, parse_color, resolve_matte_style
 
 __all__ = ["Writer", "VideoWriter", "ImageSequenceWriter", "FORMATS", "OutputFormat", "make_writer", "partial_path",
-           "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS", "VP9_DEADLINES"]
+           "OUTPUT_PARAMS", "AUDIO_KINDS", "X264_PRESETS", "VP9_DEADLINES", "container_options"]
 
 # outputs that carry the source's audio (when ``audio`` is on and the format is a video file)
 AUDIO_KINDS = ("heatmap", "matte")
@@ -141,6 +142,27 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.stem}.partial{final.suffix}")
 
 
+_MAX_REORDER_FRAMES = 256
+"""A pts - dts gap of more frames than any encoder reorders (x264/x265 at most 16 B-frames plus look-ahead)
+means an uninitialised dts."""
+
+
+def container_options(suffix: str, time_base: Fraction) -> dict[str, str]:
+    """The muxer options of a video file with the extension ``suffix`` whose stream has ``time_base``.
+
+    MP4 / QuickTime: ``+faststart`` (the index first, so players start before the download ends), and the movie
+    timescale set to the stream's: the muxer writes the start offset of a clip whose first frame is not at 0 as an
+    edit list in the movie timescale, 1/1000 s by default, which moved a frame at 7007/30000 s to 6990/30000 s.
+    """
+    if suffix not in (".mp4", ".mov"):
+        return {}
+    opts = {"movflags": "+faststart"}
+    tb = Fraction(time_base)
+    if tb.numerator == 1 and 0 < tb.denominator < 2 ** 31:
+        opts["movie_timescale"] = str(tb.denominator)
+    return opts
+
+
 class Writer(ABC):
     """Base of every writer; use as a context manager (``abort()`` on error)."""
 
@@ -222,10 +244,11 @@ class VideoWriter(Writer):
         self.audio_to_video_end = audio_to_video_end
         self._rate = rate
         self._last_pts: int | None = None
+        self._last_dts: int | None = None
+        self._max_gap = math.ceil(_MAX_REORDER_FRAMES / ((rate or Fraction(25)) * Fraction(time_base)))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            opts = {"movflags": "+faststart"} if fmt.suffix in (".mp4", ".mov") else {}
-            self._container = av.open(str(self._tmp), mode="w", options=opts)
+            self._container = av.open(str(self._tmp), mode="w", options=container_options(fmt.suffix, time_base))
             pad = fmt.pix_fmt.startswith(("yuv420", "yuva420"))
             self._pad = pad and (width % 2 or height % 2)
             w, h = (width + width % 2, height + height % 2) if self._pad else (width, height)
@@ -277,13 +300,24 @@ class VideoWriter(Writer):
             frame.time_base = self._time_base
             try:
                 for packet in self._stream.encode(frame):
-                    self._container.mux(packet)
+                    self._mux(packet)
             except av.error.FFmpegError as exc:
                 raise OutputError(f"cannot write frame {self.frames_written} (pts {int(p)}) to {self.path}: {exc}") from exc
             self.frames_written += 1
             self._last_pts = int(p)
         if self.audio is not None and self._last_pts is not None:
             self.audio.mux_until(float(self._last_pts * self._time_base))
+
+    def _mux(self, packet) -> None:
+        """Mux one video packet. libx265 leaves the decode timestamp of a stream shorter than its look-ahead
+        uninitialised (1-2 frames: ~40 % of the time a value near -1.2e18, which the MP4 muxer refuses with "Not
+        yet implemented"); such a stream has no reordering, so that dts is taken from the pts."""
+        if packet.dts is not None and packet.pts is not None and not 0 <= packet.pts - packet.dts <= self._max_gap:
+            last = self._last_dts
+            packet.dts = packet.pts if last is None or packet.pts > last else last + 1
+        if packet.dts is not None:
+            self._last_dts = packet.dts
+        self._container.mux(packet)
 
     def _video_end(self) -> float | None:
         if self._last_pts is None:
@@ -297,7 +331,7 @@ class VideoWriter(Writer):
             return self.path
         try:
             for packet in self._stream.encode(None):
-                self._container.mux(packet)
+                self._mux(packet)
             if self.audio is not None:
                 self.audio.finish(self._video_end() if self.audio_to_video_end else None)
             self._container.close()
