@@ -56,12 +56,14 @@ _PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
 _NO_OBJECT = -20.0
 
 
-def check_instances(settings: Mapping[str, Any], segmenter: Any = None) -> None:
+def check_instances(settings: Mapping[str, Any], segmenter: Any = None, *,
+                    variants: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Refuse ``instances="separate"`` where it cannot work (before any output is opened).
 
     Args:
         settings: the run settings.
         segmenter: the loaded model; ``None``: judged from ``settings["model"]`` (its config).
+        variants: the validated ``{variant: params}`` (``invert`` is refused with separate tracks).
 
     Raises:
         ParameterError: the model has no instances (CLIPSeg), or a setting works on the union only.
@@ -76,6 +78,11 @@ def check_instances(settings: Mapping[str, Any], segmenter: Any = None) -> None:
     if settings.get("temporal", "none") != "none":
         raise ParameterError("temporal", settings["temporal"], "'none' with instances='separate' (SAM 3 tracks "
                              "each object itself; the smoothers work on the union mask)")
+    for name, params in (variants or {}).items():
+        if params.get("invert"):
+            raise ParameterError(f"{name}.invert", True, "False with instances='separate' (an object's track is "
+                                 "empty where the object is absent, which inverted would be the whole picture: "
+                                 "invert the track in the compositor, or use instances='union')")
     if int(settings.get("stride") or 1) > 1 or settings.get("skip_static"):
         raise ParameterError("stride" if int(settings.get("stride") or 1) > 1 else "skip_static",
                              settings.get("stride") if int(settings.get("stride") or 1) > 1 else True,

@@ -331,7 +331,7 @@ def process_video(
     refiner = MatteRefiner.from_settings(settings)  # checks clip_black < clip_white before any work
     separate = settings["instances"] == "separate"
     if separate:
-        check_instances(settings, segmenter)  # before the model loads: CLIPSeg has no instances
+        check_instances(settings, segmenter, variants=variant_params)  # before the model loads: CLIPSeg has no instances
         if frame_range is not None and (frame_range.warmup_start != frame_range.start or not frame_range.exact):
             # a segment's tracker sees exactly the frames it writes (handed over from the previous segment)
             rng = frame_range
@@ -374,7 +374,7 @@ def _stream(source, settings: dict[str, Any], variant_params: dict[str, dict[str
                         heatmap_alpha=settings["heatmap_alpha"], colormap=settings["colormap"],
                         refiner=refiner, refine_mattes="matte" in kinds,
                         **{p.name: settings[p.name] for p in (*TEMPORAL_PARAMS, *REDUCE_PARAMS)})
-    check_instances(settings, segmenter)
+    check_instances(settings, segmenter, variants=variant_params)
     batch_size, decode_slots = _batch_sizes(settings, segmenter, info, variant_params)
     settings["batch_size"] = batch_size
     max_frames = settings["max_frames"]

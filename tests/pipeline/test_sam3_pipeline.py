@@ -291,6 +291,10 @@ def test_separate_refusals(tmp_path, tiny_model_dir, tiny_sam3, synthetic_clip):
     with pytest.raises(ParameterError, match="stride"):
         process_video(synthetic_clip, segmenter=tiny_sam3, prompt="person", instances="separate", stride=2,
                       out_dir=tmp_path / "c", **FAST)
+    with pytest.raises(ParameterError, match=r"^soft.invert=True .*compositor"):  # absent = the whole picture
+        process_video(synthetic_clip, segmenter=tiny_sam3, prompt="person", instances="separate",
+                      variants={"soft": {"invert": True}}, out_dir=tmp_path / "d", **FAST)
+    assert not (tmp_path / "d").exists()
 
 
 def test_separate_refuses_existing_outputs_and_overwrite_removes_stale_tracks(tmp_path, synthetic_clip):
