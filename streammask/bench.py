@@ -18,10 +18,18 @@ device, in one run:
 Without ``model`` it builds the full-size ``CIDAS/clipseg-rd64-refined``
 architecture with random weights (same compute as the real model, no network).
 
+With SAM 3 (a SAM 3 ``model``, or ``segmenter="sam3"``: the ``facebook/sam3`` architecture with random
+weights that keeps every detection), :func:`run_sam3_benchmark` measures model only and end to end per
+object count, with the objects tracked per frame; there is no seed-style loop for it (the report says
+why). ``benchmarks/sam3_bench.py`` uses the same measurements (:func:`sam3_model_only`,
+:func:`sam3_end_to_end`, :func:`save_random_sam3`).
+
 Command line (wired as ``streammask bench``; also ``python benchmarks/bench.py``)::
 
     streammask bench INPUT [--frames N] [--batch-size B] [--device D] [--dtype T]
                            [--model M] [--json PATH] [--seed-frames N]
+    streammask bench INPUT --segmenter sam3 [--random-size full|tiny] [--sam3-objects 0,1,4]
+    streammask bench INPUT --model facebook/sam3 [--sam3-objects 16]
 """
 
 from __future__ import annotations
@@ -749,8 +757,8 @@ def format_sam3_markdown(r: dict[str, Any]) -> str:
     """The SAM 3 result (:func:`run_sam3_benchmark`) as markdown tables."""
     v = r["versions"]
     lines = [
-        f"Clip `{r['input']}` ({r['resolution']}, {r['frames']} frames), model {r['model']} at {r['model_input']} "
-        f"(masks {r['mask_size']}), {r['device']}, {r['dtype']}, {r['threads']} threads, prompt {r['prompt']!r}, "
+        f"Clip `{r['input']}` ({r['resolution']}, {r['frames']} frames), model {r['model']}; input {r['model_input']}, "
+        f"masks {r['mask_size']}, {r['device']}, {r['dtype']}, {r['threads']} threads, prompt {r['prompt']!r}, "
         f"end-to-end batch {r['batch_size']}, x264 preset {r['encoder_preset']}",
         "",
         "| objects (cap) | objects tracked per frame, mean / max | model only (preprocess + one stream step per "
