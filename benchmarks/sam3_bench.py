@@ -6,16 +6,19 @@
     python benchmarks/sam3_bench.py held   [--size tiny|full] [--frames N] [--objects N]
     (each takes --json PATH; --model DIR uses a local SAM 3 directory, e.g. the real facebook/sam3, instead)
 
-Models: ``tiny`` is the tests' random SAM 3 (``save_random_sam3_video(image_size=112)``), ``full`` the
-``facebook/sam3`` architecture with random weights (``save_random_sam3_video(full_size=True)``: ~860 M parameters,
-1008x1008 input; real weights cost the same). Both are built with every detection kept
-(``score_threshold_detection = new_det_thresh = det_nms_thresh = 0``), so the number of objects tracked from the
+Models (``streammask.bench.save_random_sam3``, shared with ``streammask bench``): ``tiny`` is the tests' random
+SAM 3 (``save_random_sam3_video(image_size=112)``), ``full`` the ``facebook/sam3`` architecture with random weights
+(``save_random_sam3_video(full_size=True)``: ~860 M parameters, 1008x1008 input; real weights cost the same). Both
+are built with every detection kept (``streammask.bench.SAM3_EVERY_DETECTION``:
+``score_threshold_detection = new_det_thresh = det_nms_thresh = 0``), so the number of objects tracked from the
 first frame on is exactly the ``sam3_max_objects`` cap: the object count is controlled, as speed depends on it (the
 tracker runs once per object and frame).
 
 * ``speed``: model only (preprocess + one ``Sam3Stream.segment`` call per frame on frames already decoded and on
-  the device), frames/s per object count, after one warm-up frame.
-* ``e2e``: ``process_video`` with all three outputs (H.264 mask, H.264 heatmap, ProRes matte) on the clip.
+  the device), frames/s per object count, after one warm-up frame on a stream of its own:
+  ``streammask.bench.sam3_model_only``, the measurement ``streammask bench --segmenter sam3`` makes on a clip.
+* ``e2e``: ``process_video`` with all three outputs (H.264 mask, H.264 heatmap, ProRes matte) on the clip:
+  ``streammask.bench.sam3_end_to_end``, as ``streammask bench`` (which also reports the objects tracked).
 * ``memory``: ``process_video`` (mask output) over a synthetic clip of the longest length, the process's current RSS
   (``/proc/self/status`` VmRSS) and CUDA memory (allocated, reserved, peak) sampled when each listed frame count is
   reached; ``--stock N`` adds a run of the first N frames through transformers' stock session (no pruning).
@@ -40,8 +43,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from streammask.bench import load_sam3_for_objects, sam3_end_to_end, sam3_model_only, save_random_sam3  # noqa: E402
+
 CARPHONE = ROOT / "examples" / "carphone.mp4"
-EVERY_DETECTION = dict(score_threshold_detection=0.0, new_det_thresh=0.0, det_nms_thresh=0.0)
 
 
 def _rss_mb() -> float:
@@ -63,19 +67,11 @@ def _cuda_mb(device: torch.device) -> dict:
 def _model_dir(args, workdir: Path) -> Path:
     if args.model:
         return Path(args.model)
-    from streammask.testing import save_random_sam3_video
-
-    if args.size == "full":
-        return save_random_sam3_video(workdir / "sam3-full", full_size=True, **EVERY_DETECTION)
-    return save_random_sam3_video(workdir / "sam3-tiny", image_size=112, max_num_objects=64, **EVERY_DETECTION)
+    return save_random_sam3(workdir / f"sam3-{args.size}", size=args.size)
 
 
 def _load(path: Path, args, objects: int):
-    from streammask.model.sam3 import load_sam3
-
-    seg = load_sam3(path, device=args.device, dtype=args.dtype, sam3_max_objects=max(objects, 1))
-    seg.max_objects = objects  # 0: detector only (the setting's floor is 1)
-    return seg
+    return load_sam3_for_objects(path, objects=[objects], device=args.device, dtype=args.dtype)
 
 
 def _frames(n: int, h: int = 144, w: int = 176) -> list[torch.Tensor]:
@@ -84,42 +80,25 @@ def _frames(n: int, h: int = 144, w: int = 176) -> list[torch.Tensor]:
     return [base.roll(3 * i, dims=-1) for i in range(n)]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def speed(args, path: Path) -> dict:
+    counts = [int(x) for x in args.objects.split(",")]
+    seg = _load(path, args, max(counts))
+    frames = [f.to(seg.device) for f in _frames(args.frames)]
     rows = []
-    frames = _frames(args.frames + 1)
-    for objects in [int(x) for x in args.objects.split(",")]:
-        seg = _load(path, args, objects)
-        stream = seg.open_stream()
-        dev = seg.device
-        x = [f.to(dev) for f in frames]
-        stream.segment(x[0], ["person"])  # warm-up; objects are created on the first frame
-        _sync(dev)
-        t0 = time.perf_counter()
-        for f in x[1:]:
-            stream.segment(f, ["person"])
-        _sync(dev)
-        sec = time.perf_counter() - t0
-        tracked = len(stream.session.obj_ids)
-        rows.append({"objects": objects, "tracked": tracked, "frames": args.frames, "seconds": sec,
-                     "fps": args.frames / sec, "s_per_frame": sec / args.frames})
-        print(f"objects {objects:3d} (tracked {tracked:3d}): {args.frames / sec:.3f} frames/s "
-              f"({sec / args.frames:.3f} s/frame)", flush=True)
-        del stream, seg
+    for objects in counts:
+        row = sam3_model_only(seg, frames, objects=objects)  # streammask.bench: the same as `streammask bench`
+        row["tracked"] = row["tracked_per_frame"][-1]
+        rows.append(row)
+        print(f"objects {objects:3d} (tracked {row['tracked']:3d}): {row['fps']:.3f} frames/s "
+              f"({row['s_per_frame']:.3f} s/frame)", flush=True)
     return {"speed": rows}
 
 
 def e2e(args, path: Path) -> dict:
-    from streammask import process_video
-
     seg = _load(path, args, int(args.objects))
     with tempfile.TemporaryDirectory() as out:
-        s = process_video(args.clip, segmenter=seg, prompt="person", out_dir=out, max_frames=args.frames,
-                          outputs=("mask", "heatmap", "matte"), progress=False, batch_size=args.batch_size)
+        s = sam3_end_to_end(seg, args.clip, out, objects=int(args.objects), frames=args.frames,
+                            batch_size=args.batch_size)
     print(s.describe(), flush=True)
     return {"e2e": {"frames": s.frames, "seconds": s.seconds, "fps": s.fps, "objects": int(args.objects),
                     "stage_seconds": s.stage_seconds, "batch_size": s.batch_size}}

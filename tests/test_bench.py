@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from streammask.bench import STAGES, format_markdown, run_benchmark
+from streammask.errors import ParameterError
 from streammask.cli.bench import add_bench_parser, run_bench_command
 
 
@@ -90,6 +91,19 @@ def test_default_batch_size_is_the_runs(tmp_path, tiny_model_dir):
     assert r["batch_size"] == CPU_BATCH_SIZE == 1
 
 
+def test_tiny_random_clipseg_with_load_options(tmp_path):
+    """Without --model, --random-size tiny builds the tests' CLIPSeg; threads and channels_last reach the passes."""
+    from conftest import write_synthetic_clip
+
+    clip = write_synthetic_clip(tmp_path / "clip.mp4", frames=2)
+    before = torch.get_num_threads()
+    r = run_benchmark(clip, random_size="tiny", frames=2, seed_frames=1, device="cpu", threads=1, channels_last=True)
+    assert r["model"].startswith("tiny CLIPSeg, random weights") and r["model_input"] == "352x352"
+    assert r["threads"] == 1 and r["channels_last"] is True and r["compile"] is False
+    assert _positive(r["model_only_fps"]) and _positive(r["end_to_end_fps"]) and _positive(r["seed_loop_fps"])
+    assert torch.get_num_threads() == before  # restored
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     args = _parser().parse_args(["bench", str(tmp_path / "missing.mp4"), "--frames", "2"])
     assert run_bench_command(args) == 2
@@ -153,3 +167,115 @@ def test_null_segmenter_mode_bad_input_is_one_line(tmp_path, capsys):
     assert run_bench_command(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("streammask: error:") and len(err.strip().splitlines()) == 1
+
+
+# -- SAM 3: model only and end to end by object count (structure and counts, no timing assertions) -------------------
+
+CARPHONE = "examples/carphone.mp4"
+
+
+@pytest.fixture(scope="module")
+def sam3_every_dir(tmp_path_factory):
+    """The tests' tiny SAM 3 with every detection kept: the objects tracked equal the cap."""
+    from conftest import torch_threads
+
+    from streammask.bench import save_random_sam3
+
+    with torch_threads(1):
+        return save_random_sam3(tmp_path_factory.mktemp("sam3-bench") / "tiny", size="tiny")
+
+
+def _bench_cli(argv, capsys):
+    rc = run_bench_command(_parser().parse_args(["bench", *argv]))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_sam3_model_only_and_end_to_end_by_object_count(tmp_path, sam3_every_dir, capsys):
+    from streammask.bench import SAM3_SEED_LOOP_SKIPPED
+
+    out = tmp_path / "sam3.json"
+    rc, text, err = _bench_cli([CARPHONE, "--model", str(sam3_every_dir), "--frames", "2", "--sam3-objects", "0,2",
+                                "--device", "cpu", "--threads", "1", "--json", str(out)], capsys)
+    assert rc == 0, err
+    r = json.loads(out.read_text())
+    assert r["mode"] == "sam3" and r["frames"] == 2 and r["threads"] == 1 and r["device"].startswith("cpu")
+    assert r["model_input"] == "112x112" and r["mask_size"] == "32x32"
+    assert [row["objects"] for row in r["sam3"]] == [0, 2]
+    for row in r["sam3"]:
+        n = row["objects"]
+        # every detection kept: the tracker holds exactly the cap from the first frame on
+        assert row["tracked_per_frame"] == [n, n] and row["tracked_mean"] == n and row["tracked_max"] == n
+        for key in ("model_only_fps", "model_only_s_per_frame", "end_to_end_fps", "end_to_end_s_per_frame",
+                    "end_to_end_over_model_only"):
+            assert _positive(row[key]), (key, row[key])
+        assert row["end_to_end_frames"] == 2 and row["end_to_end_batch_size"] == 4
+        assert any(k.startswith("encode") for k in row["end_to_end_busy_s"])
+    assert r["objects_source"].startswith("found by the model")  # a --model: the counts are caps
+    assert r["seed_loop_fps"] is None and r["seed_loop_skipped"] == SAM3_SEED_LOOP_SKIPPED
+    assert torch.is_grad_enabled()
+    # the markdown: one row per count, no seed-loop row but the reason it was not run
+    assert "| objects (cap) | objects tracked per frame, mean / max |" in text
+    assert "| 0 | 0 / 0 |" in text and "| 2 | 2 / 2 |" in text
+    assert "| seed-style" not in text and f"Seed-style per-frame loop: {SAM3_SEED_LOOP_SKIPPED}." in text
+    assert format_markdown(r) == text.rstrip("\n")
+
+
+def test_sam3_random_model_without_model(tmp_path):
+    """--segmenter sam3 without --model builds a random SAM 3 that keeps every detection: the count is controlled."""
+    r = run_benchmark(CARPHONE, segmenter="sam3", random_size="tiny", sam3_objects=[1], frames=1, device="cpu",
+                      threads=1)
+    assert r["mode"] == "sam3" and r["model"].startswith("tiny SAM 3, random weights")
+    assert r["objects_source"].startswith("controlled")
+    (row,) = r["sam3"]
+    assert row["objects"] == 1 and row["tracked_per_frame"] == [1]
+    assert _positive(row["model_only_fps"]) and _positive(row["end_to_end_fps"])
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--dtype", "int8"], "dtype='int8'"),
+    (["--compile"], "compile=True"),
+    (["--channels-last"], "channels_last=True"),
+])
+def test_sam3_refusals_are_runs(tmp_path, sam3_every_dir, capsys, flags, named):
+    """int8, --compile and --channels-last: exit 2 with one line, the same line as `streammask run`."""
+    from streammask.cli import main
+
+    rc, _, err = _bench_cli([CARPHONE, "--model", str(sam3_every_dir), "--frames", "1", *flags], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("streammask: error:")
+    assert named in err and "SAM 3" in err
+    assert main(["run", CARPHONE, "--model", str(sam3_every_dir), "--prompt", "person", "-o", str(tmp_path),
+                 *flags]) == 2
+    assert capsys.readouterr().err == err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--sam3-objects", "1,x"], "sam3_objects='1,x'"),
+    (["--sam3-objects", "-1"], "sam3_objects='-1'"),
+    (["--seed-frames", "2"], "seed_frames=2"),
+    (["--mask-heatmap"], "mask_heatmap=True"),
+    (["--segmenter", "clipseg"], "segmenter='clipseg'"),
+    (["--random-size", "tiny"], "random_size='tiny'"),
+])
+def test_sam3_bad_input_is_one_line(sam3_every_dir, capsys, argv, named):
+    rc, _, err = _bench_cli([CARPHONE, "--model", str(sam3_every_dir), "--frames", "1", *argv], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and named in err, err
+
+
+def test_object_counts_are_sam3s(tiny_model_dir, capsys):
+    rc, _, err = _bench_cli([CARPHONE, "--model", str(tiny_model_dir), "--sam3-objects", "2"], capsys)
+    assert rc == 2 and "sam3_objects=[2]" in err and "CLIPSeg" in err
+
+
+def test_resolve_segmenter(sam3_every_dir, tiny_model_dir):
+    from streammask.bench import resolve_segmenter
+
+    assert resolve_segmenter("auto", None) == "clipseg"
+    assert resolve_segmenter("sam3", None) == "sam3"
+    assert resolve_segmenter("auto", sam3_every_dir) == "sam3"
+    assert resolve_segmenter("auto", tiny_model_dir) == "clipseg"
+    assert resolve_segmenter("null", tiny_model_dir) == "null"
+    with pytest.raises(ParameterError, match="segmenter='sam3'.*'auto' or 'clipseg'"):
+        resolve_segmenter("sam3", tiny_model_dir)
+    with pytest.raises(ParameterError, match="segmenter='bogus'"):
+        resolve_segmenter("bogus", None)

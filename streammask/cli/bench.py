@@ -1,4 +1,4 @@
-"""``streammask bench``: throughput on one clip (model only, end to end, seed-style loop)."""
+"""``streammask bench``: throughput on one clip (model only, end to end, seed-style loop; SAM 3 by object count)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..bench import format_markdown, run_benchmark, run_encoder_benchmark
+from ..bench import (RANDOM_SIZES, SEGMENTERS, format_markdown, parse_object_counts, resolve_segmenter,
+                     run_benchmark, run_encoder_benchmark)
 from ..io.writers import X264_PRESETS
 from ..model.options import DTYPES
 from .common import CommandContext, guarded
@@ -32,13 +33,32 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "CUDA; 8 with --segmenter null)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="model precision of streammask's passes (the seed-style loop runs float32 for int8)")
+                   help="model precision of streammask's passes (the seed-style loop runs float32 for int8; "
+                        "int8 is refused with SAM 3)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="CLIPSeg: channels_last weights and input in streammask's passes (refused with SAM 3)")
+    p.add_argument("--compile", action="store_true",
+                   help="CLIPSeg: torch.compile in streammask's passes (refused with SAM 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="the model's CPU threads in every pass (default: torch's count; CLIPSeg's end-to-end pass "
+                        "tunes them as `streammask run` does, SAM 3's keeps torch's count)")
     p.add_argument("--model", default=None,
-                   help="model id or directory (default: full-size rd64-refined architecture, random weights)")
-    p.add_argument("--seed-frames", type=int, default=None, help="frames for the seed-style loop (default: --frames)")
-    p.add_argument("--segmenter", default="clipseg", choices=("clipseg", "null"),
-                   help="null: no model (fixed logits), to measure the pipeline against each encoder alone "
-                        "(encoder-bound, as behind a fast GPU)")
+                   help="model id or directory, CLIPSeg or SAM 3 (told apart by its config.json; default: a "
+                        "random-weight model, see --segmenter and --random-size)")
+    p.add_argument("--segmenter", default="auto", choices=SEGMENTERS,
+                   help="auto: SAM 3 when --model is one, else CLIPSeg; sam3 without --model: a random-weight SAM 3 "
+                        "that keeps every detection (the objects tracked are --sam3-objects); null: no model (fixed "
+                        "logits), to measure the pipeline against each encoder alone (encoder-bound, as behind a "
+                        "fast GPU)")
+    p.add_argument("--random-size", default="full", choices=RANDOM_SIZES,
+                   help="the random-weight model built without --model: full (the real architecture, the real "
+                        "model's compute) or tiny (the tests' model: the pipeline's cost, not the model's)")
+    p.add_argument("--sam3-objects", metavar="N[,N...]", default=None,
+                   help="SAM 3: object counts to measure, e.g. 0,1,4 (0: the detector alone); with a random model "
+                        "exactly that many are tracked, with --model each is a cap (sam3_max_objects) and the "
+                        "objects are what the model finds (default: 1 for a random model, 16 with --model)")
+    p.add_argument("--seed-frames", type=int, default=None,
+                   help="CLIPSeg: frames for the seed-style loop (default: --frames; SAM 3 has no seed-style loop)")
     p.add_argument("--encoder-preset", default="fast", choices=X264_PRESETS,
                    help="x264 preset of the H.264 mask and heatmap outputs (default fast)")
     p.add_argument("--mask-heatmap", action="store_true",
@@ -48,7 +68,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 _DESCRIPTION = ("Benchmark on one clip: model-only, end-to-end (all three outputs) and seed-style per-frame "
-                "throughput, per-stage seconds, peak memory, device and versions.")
+                "throughput, per-stage seconds, peak memory, device and versions. With SAM 3: model-only and "
+                "end-to-end throughput per object count, with the objects tracked per frame (no seed-style loop).")
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -69,13 +90,16 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, ctx: CommandContext) -> int:
-    if getattr(args, "segmenter", "clipseg") == "null":
+    kind = resolve_segmenter(args.segmenter, args.model)
+    if kind == "null":
         result = run_encoder_benchmark(args.input, frames=args.frames, batch_size=args.batch_size,
                                        device=args.device, encoder_preset=args.encoder_preset)
     else:
         result = run_benchmark(args.input, frames=args.frames, batch_size=args.batch_size, device=args.device,
                                dtype=args.dtype, model=args.model, seed_frames=args.seed_frames,
-                               mask_heatmap=args.mask_heatmap, encoder_preset=args.encoder_preset)
+                               mask_heatmap=args.mask_heatmap, encoder_preset=args.encoder_preset, segmenter=kind,
+                               random_size=args.random_size, sam3_objects=parse_object_counts(args.sam3_objects),
+                               channels_last=args.channels_last, compile=args.compile, threads=args.threads)
     text = json.dumps(result, indent=2)
     if args.json == "-":
         print(text)

@@ -54,9 +54,9 @@ from .hub import from_pretrained, model_source, quiet_loading
 from .options import ATTN_IMPLEMENTATIONS, resolve_device, resolve_dtype
 from .prompts import check_prompt_tokens
 
-__all__ = ["SAM3_MODEL", "SAM3_PARAMS", "SAM3_GATED", "TESTED_TRANSFORMERS", "Sam3Segmenter", "Sam3Stream", "FrameInstances",
-           "load_sam3", "is_sam3_model", "prune_session", "session_tensor_bytes", "sam3_preprocess",
-           "sam3_options", "NO_OBJECT_LOGIT"]
+__all__ = ["SAM3_MODEL", "SAM3_PARAMS", "SAM3_GATED", "TESTED_TRANSFORMERS", "Sam3Segmenter", "Sam3Stream",
+           "FrameInstances", "load_sam3", "check_sam3_load_options", "is_sam3_model", "prune_session",
+           "session_tensor_bytes", "sam3_preprocess", "sam3_options", "NO_OBJECT_LOGIT"]
 
 log = logging.getLogger("streammask.model")
 
@@ -686,6 +686,22 @@ def _quiet_cap_warning() -> None:
         logger.addFilter(_CapWarningFilter())
 
 
+def check_sam3_load_options(*, dtype: str | torch.dtype = "auto", channels_last: bool = False,
+                            compile: bool = False) -> None:
+    """Refuse CLIPSeg's load options that SAM 3 does not implement (``int8``, ``channels_last``, ``compile``), in
+    one sentence each, before anything is loaded or built.
+
+    Raises:
+        ParameterError: one of them is set.
+    """
+    if dtype == "int8":
+        raise ParameterError("dtype", dtype, "'auto', 'float32', 'float16' or 'bfloat16' with SAM 3 (int8 "
+                             "quantization is implemented for CLIPSeg only)")
+    for flag, value in (("channels_last", channels_last), ("compile", compile)):
+        if value:
+            raise ParameterError(flag, value, "False with SAM 3 (implemented for CLIPSeg only)")
+
+
 def load_sam3(
     model: str | os.PathLike = SAM3_MODEL,
     *,
@@ -715,12 +731,7 @@ def load_sam3(
         ModelLoadError: the weights cannot be fetched (offline, gated), are not safetensors, or the
             installed transformers is not one this was tested with.
     """
-    if dtype == "int8":
-        raise ParameterError("dtype", dtype, "'auto', 'float32', 'float16' or 'bfloat16' with SAM 3 (int8 "
-                             "quantization is implemented for CLIPSeg only)")
-    for flag, value in (("channels_last", channels_last), ("compile", compile)):
-        if value:
-            raise ParameterError(flag, value, "False with SAM 3 (implemented for CLIPSeg only)")
+    check_sam3_load_options(dtype=dtype, channels_last=channels_last, compile=compile)
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ParameterError("attn_implementation", attn_implementation,
                              "one of " + ", ".join(repr(a) for a in ATTN_IMPLEMENTATIONS))
