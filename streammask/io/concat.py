@@ -33,6 +33,25 @@ def _first_pts(path: Path) -> tuple[int | None, Fraction]:
         return (min(pts) if pts else None), Fraction(stream.time_base)
 
 
+def _follow(packet, last_dts: Fraction, part: Path) -> Fraction:
+    """Give ``packet`` the first decode time after ``last_dts`` (and return it, in seconds).
+
+    An encoder that reorders frames starts a part's decode times a few frames before its first frame (x264's
+    B-frame delay), while a part too short for B-frames (1-2 frames) decodes at its frames' times: after such a
+    part the next one's first decode times fall behind. Only decode times move, by single ticks, keeping their
+    order: presentation times and the packets are untouched.
+
+    Raises:
+        OutputError: the decode time would have to pass the packet's presentation time.
+    """
+    tb = Fraction(packet.time_base)
+    dts = math.floor(last_dts / tb) + 1
+    if packet.pts is not None and dts > packet.pts:
+        raise OutputError(f"cannot join {part}: decode time {packet.dts * tb} does not follow {last_dts}")
+    packet.dts = dts
+    return dts * tb
+
+
 def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fraction] | None = None,
                  audio_source: str | os.PathLike | None = None, audio_to_video_end: bool = False) -> Path:
     """Remux the video packets of ``parts`` (same codec and settings, in order) into ``final``, no re-encoding.
@@ -88,7 +107,7 @@ def concat_video(parts: Sequence[Path], final: Path, *, start_times: Sequence[Fr
                             dts = packet.dts if packet.dts is not None else packet.pts
                             t = dts * packet.time_base if dts is not None else None
                             if t is not None and last_dts is not None and t <= last_dts:
-                                raise OutputError(f"cannot join {part}: decode time {t} does not follow {last_dts}")
+                                t = _follow(packet, last_dts, part)
                             last_dts = t if t is not None else last_dts
                             if packet.pts is not None:
                                 end = (packet.pts + (packet.duration or 0)) * packet.time_base

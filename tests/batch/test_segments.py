@@ -199,3 +199,22 @@ def test_local_batch_segments_hand_over_state(gop_clip, tiny_model, tmp_path, mo
     pts_seg, b = _decode(clip_dir / "gop.soft.mask.mkv", "gray")
     assert pts_seg == pts_one
     np.testing.assert_array_equal(a, b)  # sequential segments with the smoother state handed over: exact
+
+
+def test_segments_of_one_and_two_frames_join(gop_clip, tiny_model, tmp_path):
+    """A 1-2 frame H.264 part has no B-frames (decode time = frame time), the next part's decode times start
+    frames earlier: the join moves those decode times on by ticks instead of refusing the clip."""
+    ranges = [(0, 1), (1, 3), (3, 20), (20, 21), (21, 40)]
+    kw = {**_kw(tiny_model, outputs=["mask", "heatmap"]), "batch_size": 1}
+    one = process_video(gop_clip, out_dir=tmp_path / "one", **kw)
+    seg = process_segments(gop_clip, ranges, out_dir=tmp_path / "seg", **kw)
+    # each part is encoded on its own (x264's look-ahead sees other frames): ~36 dB on the mask, ~27 dB on the
+    # heatmap's noise texture, as with long segments; a frame decoded from the wrong reference would be far lower
+    for key, floor in (("soft.mask", 33), ("soft.heatmap", 24)):
+        pts_one, a = _decode(one.outputs[key], "rgb24")
+        pts_seg, b = _decode(seg.outputs[key], "rgb24")
+        assert pts_seg == pts_one and len(pts_seg) == FRAMES
+        assert min(_psnr(x, y) for x, y in zip(a, b)) > floor, key
+        dts = [d for _, d, _ in _packets(seg.outputs[key])]
+        assert all(x < y for x, y in zip(dts, dts[1:]))
+        assert _ffprobe_frames(seg.outputs[key]) == FRAMES
