@@ -55,6 +55,7 @@ from .io.writers import FORMATS as OUT_FORMATS, make_writer
 from .model.batch_size import choose_batch_size
 from .model.clipseg import load_clipseg, resolve_device
 from .model.sam3 import SAM3_PARAMS, Sam3Segmenter, check_sam3_load_options, is_sam3_model, load_sam3
+from .model.threads import torch_threads
 from .pipeline.core import MaskPipeline
 from .pipeline.run import RunSummary, process_video
 from .testing import NullSegmenter, save_random_clipseg, save_random_sam3_video
@@ -219,17 +220,6 @@ def _validate_int(name: str, value: Any, minimum: int, nullable: bool = False) -
     return value
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside the block, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _check_random_size(random_size: str, model: str | os.PathLike | None) -> None:
     if random_size not in RANDOM_SIZES:
         raise ParameterError("random_size", random_size, "one of " + ", ".join(repr(r) for r in RANDOM_SIZES))
@@ -369,7 +359,7 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streammask-bench-")))
         if threads is not None:
-            stack.enter_context(_torch_threads(threads))
+            stack.enter_context(torch_threads(threads))
         model_dir, model_label = _clipseg_model(tmp, model, random_size)
         seg = load_clipseg(model_dir, device=device, dtype=dtype, channels_last=channels_last, compile=compile)
         dev = seg.device
@@ -673,7 +663,7 @@ def run_sam3_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size
     info = probe(input)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streammask-bench-sam3-")))
-        stack.enter_context(_torch_threads(threads))
+        stack.enter_context(torch_threads(threads))
         if model is None:
             model_dir = save_random_sam3(tmp / f"sam3-{random_size}", size=random_size)
             label = ("facebook/sam3 architecture, random weights (full size), every detection kept"

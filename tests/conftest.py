@@ -17,6 +17,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from streammask.model.threads import torch_threads  # noqa: E402  (after the environment: the hub reads it on import)
+
 DATA = Path(__file__).parent / "data"
 CARPHONE = DATA / "carphone_pristine.mp4"  # 176x144, 120 frames at 30000/1001 (copied from shared/media)
 
@@ -46,22 +48,11 @@ def tiny_model(tiny_model_dir):
     return load_clipseg(tiny_model_dir, device="cpu")
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch threads. The tiny SAM 3 is hundreds of small ops per frame: on the shared
-    2-core machine, two threads spend most of their time waiting for each other (measured: 87 s vs 5 s for the
-    same test), one thread does not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture
 def one_thread():
-    """The test runs with one torch thread (see :func:`torch_threads`)."""
+    """The test runs with one torch thread. The tiny SAM 3 is hundreds of small ops per frame: on the shared 2-core
+    machine, two threads spend most of their time waiting for each other (measured: 87 s vs 5 s for the same test),
+    one thread does not."""
     with torch_threads(1):
         yield
 

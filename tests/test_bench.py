@@ -177,7 +177,7 @@ CARPHONE = "examples/carphone.mp4"
 @pytest.fixture(scope="module")
 def sam3_every_dir(tmp_path_factory):
     """The tests' tiny SAM 3 with every detection kept: the objects tracked equal the cap."""
-    from conftest import torch_threads
+    from streammask.model.threads import torch_threads
 
     from streammask.bench import save_random_sam3
 

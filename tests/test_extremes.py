@@ -20,6 +20,7 @@ from streammask.pipeline.preflight import fit_batch_to_memory, queue_slots
 from streammask.io.video import PROBE_MAX_DAMAGED_PACKETS
 
 from conftest import encode_frames, write_mjpeg_avi
+from peak_rss import PEAK_RSS
 from test_reliability import damage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,17 +129,16 @@ def test_8k_run_sizes_its_batch_and_queues_by_the_budget(tmp_path, monkeypatch, 
     assert not out.exists()  # nothing written, and the folder the run created is removed
 
 
-_RUN_8K = r"""
-import json, logging, resource, sys
+_RUN_8K = PEAK_RSS + r"""
+import json, logging, sys
 import streammask
 logging.basicConfig(level=logging.WARNING, format="LOG %(message)s")
 src, out, model, budget = sys.argv[1:5]
 seg = streammask.load_clipseg(model, device="cpu")
-base = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+base = peak_rss_mb()
 s = streammask.process_video(src, prompt="person", out_dir=out, segmenter=seg, outputs=["mask"], mask_format="ffv1",
                              progress=False, max_batch_mb=float(budget), batch_size=8)
-print(json.dumps({"frames": s.frames, "batch_size": s.batch_size, "base_mb": base,
-                  "peak_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024}))
+print(json.dumps({"frames": s.frames, "batch_size": s.batch_size, "base_mb": base, "peak_mb": peak_rss_mb()}))
 """
 
 

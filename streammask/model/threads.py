@@ -14,14 +14,26 @@ followed. With a fixed count it sets that count once and never changes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["available_cores", "ThreadTuner"]
+__all__ = ["available_cores", "torch_threads", "ThreadTuner"]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_cores() -> int:

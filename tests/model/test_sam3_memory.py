@@ -10,13 +10,8 @@ per-object outputs and bookkeeping, as transformers 5.25 does (~0.4 MB a frame a
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from conftest import write_synthetic_clip
+from peak_rss import result, start
 
 SHORT, LONG = 30, 240
 SLACK_MB = 15.0
@@ -35,36 +30,17 @@ if mode == "stock":  # transformers' session as it is: nothing pruned
     seg.open_stream = lambda **kw: opened(seg, prune=False, **kw)
 s = streammask.process_video(src, prompt="person|car", out_dir=out, segmenter=seg, batch_size=4,
                              outputs=("mask", "heatmap", "matte"), progress=False)
-# VmHWM: the peak RSS of this process image. (ru_maxrss would not do: Linux carries it over fork and exec, so a
-# child of a big pytest process reports at least the parent's peak.)
-hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-print(json.dumps({"frames": s.frames, "outputs": sorted(s.outputs), "peak_rss_mb": int(hwm.split()[1]) / 1024}))
+print(json.dumps({"frames": s.frames, "outputs": sorted(s.outputs), "peak_rss_mb": peak_rss_mb()}))
 """
-
-
-def _start(src: Path, out: Path, model: Path, mode: str) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", _RUN, str(src), str(out), str(model), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _result(proc: subprocess.Popen) -> dict:
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-2000:]
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_peak_rss_flat_with_clip_length_and_stock_grows(tmp_path, tiny_sam3_dir):
     short = write_synthetic_clip(tmp_path / "short.mp4", frames=SHORT, size=(64, 48))
     long = write_synthetic_clip(tmp_path / "long.mp4", frames=LONG, size=(64, 48))
     runs = {"long": (long, "pruned"), "stock": (long, "stock"), "short": (short, "pruned")}
-    procs = {name: _start(src, tmp_path / f"out_{name}", tiny_sam3_dir, mode) for name, (src, mode) in runs.items()}
-    res = {name: _result(p) for name, p in procs.items()}
+    procs = {name: start(_RUN, src, tmp_path / f"out_{name}", tiny_sam3_dir, mode, OMP_NUM_THREADS="1")
+             for name, (src, mode) in runs.items()}
+    res = {name: result(p) for name, p in procs.items()}
     assert (res["short"]["frames"], res["long"]["frames"], res["stock"]["frames"]) == (SHORT, LONG, LONG)
     assert res["long"]["outputs"] == ["soft.heatmap", "soft.mask", "soft.matte"]
     short_mb, long_mb, stock_mb = (res[k]["peak_rss_mb"] for k in ("short", "long", "stock"))

@@ -11,51 +11,28 @@ or per-frame tensors would grow with the clip instead.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from conftest import write_synthetic_clip
+from peak_rss import result, start
 
 SHORT, LONG = 60, 1200
 SLACK_MB = 15.0
 
 _RUN = r"""
-import json, resource, sys
+import json, sys
 import streammask
 src, out, model = sys.argv[1:4]
 s = streammask.process_video(src, prompt="person", out_dir=out, model=model, device="cpu", batch_size=8,
                              outputs=("mask", "heatmap", "matte"), progress=False)
-print(json.dumps({"frames": s.frames, "outputs": sorted(s.outputs),
-                  "peak_rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024}))
+print(json.dumps({"frames": s.frames, "outputs": sorted(s.outputs), "peak_rss_mb": peak_rss_mb()}))
 """
-
-
-def _start(src: Path, out: Path, model: Path) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    return subprocess.Popen([sys.executable, "-c", _RUN, str(src), str(out), str(model)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _result(proc: subprocess.Popen) -> dict:
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-2000:]
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_peak_rss_flat_with_clip_length(tmp_path, tiny_model_dir):
     short = write_synthetic_clip(tmp_path / "short.mp4", frames=SHORT, size=(64, 48))
     long = write_synthetic_clip(tmp_path / "long.mp4", frames=LONG, size=(64, 48))
     # two processes side by side (each has its own VmHWM): the short run hides under the long one's time
-    procs = [_start(src, tmp_path / f"out_{src.stem}", tiny_model_dir) for src in (long, short)]
-    b, a = [_result(p) for p in procs]
+    procs = [start(_RUN, src, tmp_path / f"out_{src.stem}", tiny_model_dir) for src in (long, short)]
+    b, a = [result(p, timeout=300) for p in procs]
     assert (a["frames"], b["frames"]) == (SHORT, LONG)
     assert a["outputs"] == b["outputs"] == ["soft.heatmap", "soft.mask", "soft.matte"]
     limit = a["peak_rss_mb"] * 1.10 + SLACK_MB
