@@ -8,10 +8,10 @@
 # Anywhere else with a CUDA GPU and streammask installed: bash benchmarks/gpu_check.sh [OUTDIR]
 #
 # Every step has its own time limit and the script goes on after a failed step, so one run returns
-# every figure it could take. Results land in OUTDIR ($OUT on the device machine, else ./gpu-out), five
-# files (the device tool returns at most 8): summary.md (environment, each step's status, seconds and
+# every figure it could take. Results land in OUTDIR ($OUT on the device machine, else ./gpu-out), at most
+# seven files (the device tool returns at most 8): summary.md (environment, each step's status, seconds and
 # output, appended as each step ends, so a run cut short still returns what it did), bench_fp16.json,
-# bench_null.json, bench_null_veryfast.json, matte_gpu.md.
+# bench_null.json, bench_null_veryfast.json, matte_gpu.md, and SAM 3's sam3_speed.json, sam3_memory.json.
 # A CPU dry run of the plumbing (small sizes, no CUDA needed, ~5 min on 2 cores):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_DTYPE=float32 GPU_CHECK_SMALL=1 bash benchmarks/gpu_check.sh /tmp/gpu-dry
 set -u
@@ -102,6 +102,19 @@ step overlap 90 $PY benchmarks/overlap_check.py "$CLIP" --device "$DEVICE" --dty
 #    <= 15 ms per 1080p frame), on a short quality run (one seed, 4 frames a clip, no sweep)
 step matte_refine 90 $PY benchmarks/matte_quality.py --seeds 0 --length 4 --no-sweep --device "$DEVICE" \
   --timing-rounds 3 --table "$OUTDIR/matte_gpu.md" --figure /tmp/streammask-matte.png
+
+# 8. SAM 3 (issue 22's GPU figures), last: the full-size architecture with random weights (real weights cost the
+#    same), every detection kept so the object count is the cap. Speed by object count (model only), then GPU
+#    memory (allocated / reserved / peak) and RSS sampled along a long synthetic clip, pruned session vs stock.
+#    Needs transformers 5.25.x there (the device image had 5.17 in 2026-11: then the step records why it skipped).
+if $PY -c "import transformers, sys; sys.exit(not transformers.__version__.startswith('5.25.'))" 2>/dev/null; then
+  step sam3_speed 150 $PY benchmarks/sam3_bench.py speed --size full --objects 0,1,4,16 --frames 8 \
+    --device "$DEVICE" --dtype "$DTYPE" --json "$OUTDIR/sam3_speed.json"
+  step sam3_memory 150 $PY benchmarks/sam3_bench.py memory --size full --objects 4 --frames-list 100,300,600,1000 \
+    --stock 200 --device "$DEVICE" --dtype "$DTYPE" --json "$OUTDIR/sam3_memory.json"
+else
+  step sam3 5 $PY -c "import transformers as t; print('SAM 3 skipped: transformers', t.__version__, 'here, 5.25.x needed')"
+fi
 
 { echo; echo "## steps"; echo; echo '```'; cat "$LOGS/steps.txt"; echo '```'; } >> "$SUMMARY"
 cat "$LOGS/steps.txt"
