@@ -35,6 +35,7 @@ Command line (wired as ``streammask bench``; also ``python benchmarks/bench.py``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import resource
@@ -304,6 +305,116 @@ def _clipseg_model(tmp: Path, model: str | os.PathLike | None, random_size: str)
 
 # -- the benchmark --------------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class _ClipSegPasses:
+    """The model-side passes of :func:`run_benchmark` over frames already decoded: warm-up, the seed-style loop,
+    model only, and stage by stage. They share the loaded model, the frames and the ``soft`` variant's
+    preprocessing."""
+
+    seg: Any
+    pipe: MaskPipeline
+    clip: np.ndarray
+    pts: list[int]
+    batch_size: int
+    stages: "_Stages"
+    variant: Any
+    vparams: dict
+    prompts: list[str]
+    prep_mode: str
+    prep_size: int
+
+    @classmethod
+    def build(cls, seg, clip: np.ndarray, pts: list[int], batch_size: int, stages: "_Stages") -> "_ClipSegPasses":
+        variant = get_variant(VARIANT)
+        vparams = variant.validate({})
+        return cls(seg, MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,)), clip, pts, batch_size, stages, variant,
+                   vparams, list(variant.prompts(PROMPT, vparams)), variant.preprocess,
+                   variant.model_size(vparams, tuple(clip.shape[1:3]), seg.size))
+
+    def batches(self) -> Iterator[tuple[int, np.ndarray]]:
+        for i in range(0, len(self.clip), self.batch_size):
+            yield i, self.clip[i:i + self.batch_size]
+
+    def warm_up(self, cuda: bool) -> None:
+        """Text embedding, kernels, split-path check and colormap tables, outside every timing: a whole batch on
+        CUDA (kernel selection per shape), one frame on the CPU (nothing to select there)."""
+        warm = self.clip[:self.batch_size] if cuda else self.clip[:1]
+        x = self.pipe.to_device(warm)
+        r = self.pipe.process(x)[VARIANT]
+        self.pipe.render(x, r, OUTPUTS, host_frames=warm)
+        self.pipe.reset()
+        self.stages.sync()
+
+    def seed_loop_seconds(self, model_dir: str | os.PathLike, n_seed: int) -> float:
+        """The seed nodes' way, on the first ``n_seed`` frames: the checkpoint as they load it (every vision layer,
+        not quantized), processor + model per frame, text encoded per frame, nothing written; one frame of
+        warm-up outside the timing."""
+        from PIL import Image
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        dev, dtype = self.seg.device, self.seg.dtype
+        processor = CLIPSegProcessor.from_pretrained(model_dir)
+        net = CLIPSegForImageSegmentation.from_pretrained(model_dir, use_safetensors=True).to(device=dev,
+                                                                                             dtype=dtype).eval()
+
+        def step(f: np.ndarray) -> None:
+            inputs = processor(text=PROMPT, images=Image.fromarray(f), padding="max_length", return_tensors="pt")
+            inputs = {k: v.to(dev) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            torch.sigmoid(net(**inputs).logits).float().cpu().numpy()
+
+        step(self.clip[0])
+        self.stages.sync()
+        t0 = time.perf_counter()
+        for f in self.clip[:n_seed]:
+            step(f)
+        self.stages.sync()
+        return time.perf_counter() - t0
+
+    def model_only_seconds(self) -> tuple[float, "_GpuSampler"]:
+        """Host->device + preprocess + model over every batch, no per-stage synchronisation."""
+        with _GpuSampler(self.seg.device) as gpu:
+            self.stages.sync()
+            t0 = time.perf_counter()
+            for _, chunk in self.batches():
+                x = self.pipe.to_device(chunk)
+                self.seg.segment(x, self.prompts, preprocess=self.prep_mode, size=self.prep_size)
+            self.stages.sync()
+            seconds = time.perf_counter() - t0
+        return seconds, gpu
+
+    def time_stages(self, info, tmp: Path, encoder_preset: str) -> None:
+        """Stage by stage (into ``self.stages``), each output encoded serially to a temporary file."""
+        state: dict = {}
+        writers = {kind: make_writer(kind, BENCH_FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
+                                     height=info.height, rate=info.frame_rate, time_base=info.time_base,
+                                     preset=encoder_preset)
+                   for kind in OUTPUTS}
+        st = self.stages
+        try:
+            for i, chunk in self.batches():
+                with st.time("host_to_device"):
+                    x = self.pipe.to_device(chunk)
+                with st.time("preprocess"):
+                    pv = self.seg.preprocess(x, mode=self.prep_mode, size=self.prep_size)
+                with st.time("model"):
+                    logits = self.seg.logits(pv, self.prompts)
+                with st.time("postprocess"):
+                    res = self.variant.postprocess(logits, x, PROMPT, self.vparams, state)
+                with st.time("device_to_host"):
+                    rendered = self.pipe.render(x, res, OUTPUTS, host_frames=chunk)
+                for kind in OUTPUTS:
+                    with st.time(f"encode_{kind}"):
+                        writers[kind].write(rendered[kind], self.pts[i:i + self.batch_size])
+            for kind in OUTPUTS:
+                with st.time(f"encode_{kind}"):
+                    writers[kind].close()
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+
+
 def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int | None = None, device: str = "auto",
                   dtype: str = "auto", model: str | os.PathLike | None = None,
                   seed_frames: int | None = None, mask_heatmap: bool = False,
@@ -381,91 +492,15 @@ def run_benchmark(input: str | os.PathLike, *, frames: int = 48, batch_size: int
         clip = np.concatenate(host)
         n = len(clip)
 
-        pipe = MaskPipeline(seg, prompt=PROMPT, variants=(VARIANT,))
-        variant = get_variant(VARIANT)
-        vparams = variant.validate({})
-        hw = clip.shape[1:3]
-        prep_mode = variant.preprocess
-        prep_size = variant.model_size(vparams, tuple(hw), seg.size)
-        prompts = list(variant.prompts(PROMPT, vparams))
-
-        # warm-up (text embedding, kernels, split-path check, colormap tables) outside every timing;
-        # a whole batch on CUDA (kernel selection per shape), one frame on the CPU (nothing to select there)
-        warm = clip[:batch_size] if cuda else clip[:1]
-        x = pipe.to_device(warm)
-        r = pipe.process(x)[VARIANT]
-        pipe.render(x, r, OUTPUTS, host_frames=warm)
-        pipe.reset()
-        stages.sync()
-
-        # seed style: the checkpoint as the seed nodes load it (every vision layer, not quantized), processor +
-        # model per frame, text encoded per frame, nothing written; one frame of warm-up outside the timing
-        from PIL import Image
-        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
-
-        processor = CLIPSegProcessor.from_pretrained(model_dir)
-        seed_net = CLIPSegForImageSegmentation.from_pretrained(model_dir, use_safetensors=True)
-        seed_net = seed_net.to(device=dev, dtype=seg.dtype).eval()
+        run = _ClipSegPasses.build(seg, clip, pts, batch_size, stages)
+        run.warm_up(cuda)
         n_seed = min(seed_frames or n, n)
-
-        def seed_step(f: np.ndarray) -> None:
-            inputs = processor(text=PROMPT, images=Image.fromarray(f), padding="max_length", return_tensors="pt")
-            inputs = {k: v.to(dev) for k, v in inputs.items()}
-            inputs["pixel_values"] = inputs["pixel_values"].to(seg.dtype)
-            out = seed_net(**inputs).logits
-            torch.sigmoid(out).float().cpu().numpy()
-
-        seed_step(clip[0])
-        stages.sync()
-        t0 = time.perf_counter()
-        for f in clip[:n_seed]:
-            seed_step(f)
-        stages.sync()
-        seed_s = time.perf_counter() - t0
-        del seed_net
-
-        # model only (no per-stage synchronisation): host->device + preprocess + model
-        with _GpuSampler(dev) as gpu_model:
-            stages.sync()
-            t0 = time.perf_counter()
-            for i in range(0, n, batch_size):
-                x = pipe.to_device(clip[i:i + batch_size])
-                seg.segment(x, prompts, preprocess=prep_mode, size=prep_size)
-            stages.sync()
-            model_s = time.perf_counter() - t0
-
-        # stage by stage on the decoded frames, each output encoded serially to a temporary file
-        state: dict = {}
-        writers = {kind: make_writer(kind, BENCH_FORMATS[kind], tmp / f"stages.{kind}", width=info.width,
-                                     height=info.height, rate=info.frame_rate, time_base=info.time_base,
-                                     preset=encoder_preset)
-                   for kind in OUTPUTS}
-        try:
-            for i in range(0, n, batch_size):
-                chunk = clip[i:i + batch_size]
-                with stages.time("host_to_device"):
-                    x = pipe.to_device(chunk)
-                with stages.time("preprocess"):
-                    pv = seg.preprocess(x, mode=prep_mode, size=prep_size)
-                with stages.time("model"):
-                    logits = seg.logits(pv, prompts)
-                with stages.time("postprocess"):
-                    res = variant.postprocess(logits, x, PROMPT, vparams, state)
-                with stages.time("device_to_host"):
-                    rendered = pipe.render(x, res, OUTPUTS, host_frames=chunk)
-                for kind in OUTPUTS:
-                    with stages.time(f"encode_{kind}"):
-                        writers[kind].write(rendered[kind], pts[i:i + batch_size])
-            for kind in OUTPUTS:
-                with stages.time(f"encode_{kind}"):
-                    writers[kind].close()
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
+        seed_s = run.seed_loop_seconds(model_dir, n_seed)
+        model_s, gpu_model = run.model_only_seconds()
+        run.time_stages(info, tmp, encoder_preset)
+        prep_size = run.prep_size
 
         # end to end, all three outputs
-        del x, pv, logits, res, rendered
         hwm_reset = _reset_hwm()
         with _GpuSampler(dev) as gpu_e2e:
             summary = process_video(input, out_dir=tmp / "e2e", prompt=PROMPT, variants=(VARIANT,), outputs=OUTPUTS,
