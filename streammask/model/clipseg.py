@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelLoadError, ParameterError
-from .hub import from_pretrained, model_source, offline_message, quiet_loading
+from .hub import from_pretrained, loading, model_source
 from .options import ATTN_IMPLEMENTATIONS, DTYPES, model_speed_options, resolve_device, resolve_dtype
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, image_config, pil_resize_bilinear, pil_resize_cpu
 from .prompts import check_prompt_tokens, prompt_token_limit
@@ -85,21 +85,10 @@ def load_clipseg(
     src = model_source(model, revision, local_files_only=local_files_only)
     name = src.name
     kwargs = dict(revision=revision, local_files_only=src.offline)
-    try:
-        with quiet_loading():
-            net = from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-            processor = AutoImageProcessor.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
-        text = str(exc)
-        if "safetensors" in text and "pytorch_model.bin" in text:
-            raise ModelLoadError(
-                f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; streammask loads "
-                "safetensors only: pass --revision of a commit that has model.safetensors, or a local converted copy."
-            ) from None
-        if src.is_local:
-            raise ModelLoadError(f"--model {name!r} is not a complete CLIPSeg directory: {text.splitlines()[0]}") from None
-        raise ModelLoadError(offline_message(name, text)) from None
+    with loading(src, revision, what="CLIPSeg"):
+        net = from_pretrained(CLIPSegForImageSegmentation, name, attn_implementation, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
     net = net.to(device=dev, dtype=dt).eval()
     dropped = drop_unused_vision_layers(net)
     if dtype == "int8":

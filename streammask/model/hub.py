@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 from ..errors import ModelLoadError, SourceNotFoundError
 
 __all__ = ["from_pretrained", "offline_message", "in_cache", "hub_reachable", "ModelSource", "model_source",
-           "quiet_loading"]
+           "quiet_loading", "loading"]
 
 log = logging.getLogger("streammask.model")
 
@@ -131,3 +131,26 @@ def quiet_loading() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def loading(src: ModelSource, revision: str | None, *, what: str,
+            unreachable: Callable[[str, str], str] = offline_message) -> Iterator[None]:
+    """Load ``src``'s files inside the block: quietly (:func:`quiet_loading`), and transformers' ``OSError`` /
+    ``ValueError`` turned into one :class:`ModelLoadError` sentence: no safetensors at that revision, an incomplete
+    local ``what`` directory (``"CLIPSeg"``, ``"SAM 3"``), else ``unreachable(name, detail)``."""
+    name = src.name
+    try:
+        with quiet_loading():
+            yield
+    except (OSError, ValueError) as exc:
+        text = str(exc)
+        if "safetensors" in text and ".bin" in text:
+            raise ModelLoadError(
+                f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; streammask loads "
+                "safetensors only: pass --revision of a commit that has model.safetensors, or a local converted copy."
+            ) from None
+        if src.is_local:
+            raise ModelLoadError(f"--model {name!r} is not a complete {what} directory: {text.splitlines()[0]}") \
+                from None
+        raise ModelLoadError(unreachable(name, text)) from None

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..errors import ModelLoadError, ParameterError
 from ..params import Param, ParamSet
-from .hub import from_pretrained, model_source, quiet_loading
+from .hub import from_pretrained, loading, model_source
 from .options import ATTN_IMPLEMENTATIONS, resolve_device, resolve_dtype
 from .prompts import check_prompt_tokens
 
@@ -747,20 +747,10 @@ def load_sam3(
     from .sam3_kernels import install_local_kernels
 
     kwargs = dict(revision=revision, local_files_only=src.offline)
-    try:
-        with quiet_loading():
-            net = from_pretrained(Sam3VideoModel, name, attn_implementation, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-            image = _read_image_config(name, revision, src.offline)
-    except (OSError, ValueError) as exc:
-        text = str(exc)
-        if "safetensors" in text and ".bin" in text:
-            raise ModelLoadError(f"--model {name!r} offers no safetensors weights at revision {revision or 'main'}; "
-                                 "streammask loads safetensors only.") from None
-        if src.is_local:
-            raise ModelLoadError(f"--model {name!r} is not a complete SAM 3 directory: {text.splitlines()[0]}") \
-                from None
-        raise ModelLoadError(_offline_message(name, text)) from None
+    with loading(src, revision, what="SAM 3", unreachable=_offline_message):
+        net = from_pretrained(Sam3VideoModel, name, attn_implementation, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        image = _read_image_config(name, revision, src.offline)
     if net.config.model_type != "sam3_video":
         raise ModelLoadError(f"--model {name!r} is a {net.config.model_type!r} model, not a SAM 3 video model")
     install_local_kernels(modeling_sam3_video)  # NMS and hole filling here, never a kernel fetched from the hub
