@@ -41,6 +41,7 @@ import seed_reference as ref  # noqa: E402
 
 from streammask import MaskPipeline, ops  # noqa: E402
 from streammask.comfy import StreamMaskEssentials  # noqa: E402
+from streammask.model.threads import torch_threads  # noqa: E402
 
 CARPHONE = Path(__file__).parent / "data" / "carphone_pristine.mp4"
 # every kernel size the node can ask for: smooth 1..32 and blur 1..64, even sizes made odd
@@ -131,10 +132,9 @@ def test_masquerade_transforms_copy_and_preprocess_match_torchvision(tiny_model,
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """The tiny model's ops gain nothing from threads on a busy 2-core machine."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

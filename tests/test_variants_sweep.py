@@ -40,6 +40,7 @@ import seed_reference as ref  # noqa: E402
 
 from streammask import MaskPipeline  # noqa: E402
 from streammask.variants import VARIANTS  # noqa: E402
+from streammask.model.threads import torch_threads  # noqa: E402
 
 CARPHONE = Path(__file__).parent / "data" / "carphone_pristine.mp4"
 SHAPES = {"odd": (177, 145), "portrait": (145, 257), "768x576": (768, 576), "1280x720": (1280, 720),
@@ -111,10 +112,8 @@ def _id(case):
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """The tiny model's ops gain nothing from threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
